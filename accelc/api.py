@@ -1,0 +1,205 @@
+"""The public front door: :func:`accelerate` and :func:`load`.
+
+    model + inputs ─capture─► graph ─passes (lint + verify each)─► optimised graph ─► runtime
+                         └─ capture fails: keep the eager model, report why (file:line)
+
+Whatever happens, the returned module gives the model's answers: a capture that fails, a pass
+that changes the outputs or a final check that fails all fall back, and the report says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import torch
+
+from . import __version__
+from .capture import capture, count_compute_nodes
+from .errors import ModelRunError, UserInputError
+from .loader import normalize_inputs
+from .pass_base import PassContext
+from .pass_manager import PassManager
+from .pipeline import build_pipeline
+from .registry import discover, resolve
+from .runtime.torch import TorchRuntime, resolve_device, to_device
+from .source import exception_location, first_line
+from .verify import Verifier, tolerance
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+class AcceleratedModule(torch.nn.Module):
+    """Callable like the original model; carries ``report`` and can ``save`` itself."""
+
+    def __init__(self, runner: torch.nn.Module, report: dict, graph_module=None, example_inputs: tuple = ()):
+        super().__init__()
+        self.runner = runner
+        self.report = report
+        self.graph_module = graph_module
+        self.example_inputs = example_inputs
+
+    def forward(self, *args):
+        return self.runner(*args)
+
+    @property
+    def captured(self) -> bool:
+        return self.graph_module is not None
+
+    def save(self, path: str, force: bool = False) -> str:
+        """Write the artifact folder (model.pt2, report.json, report.html, fingerprint.json)."""
+        from .artifact import save_artifact
+
+        return save_artifact(self, path, force=force)
+
+
+def load(path: str) -> AcceleratedModule:
+    """Load an artifact folder written by :meth:`AcceleratedModule.save`."""
+    from .artifact import load_artifact
+
+    return load_artifact(path)
+
+
+def accelerate(
+    model: torch.nn.Module,
+    inputs,
+    backend: str = "auto",
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    passes: list[str] | None = None,
+    disable: list[str] | None = None,
+    verify: bool = True,
+    measure: bool = False,
+    source_file: str | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> AcceleratedModule:
+    """Capture ``model`` on ``inputs``, optimise and verify it, and return a faster equivalent."""
+    progress = on_progress or (lambda message: None)
+    if not isinstance(model, torch.nn.Module):
+        raise UserInputError(f"accelerate() needs a torch.nn.Module, got {type(model).__name__}")
+    if backend not in BACKENDS:
+        raise UserInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise UserInputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    dev = resolve_device(device)
+    inputs = to_device(normalize_inputs(inputs), dev)
+    registry = discover()
+    pass_names = build_pipeline(passes, disable)
+    unknown_disabled = [n for n in disable or () if n not in registry]
+    pass_list = resolve(pass_names + unknown_disabled, registry)[: len(pass_names)]
+
+    model = model.eval().to(dev)
+    report = _new_report(backend, dev, precision, source_file)
+    progress("running the model eagerly")
+    run_eagerly(model, inputs, source_file)
+
+    progress("capturing with torch.export")
+    start = time.perf_counter()
+    cap = capture(model, inputs, source_file)
+    report["capture"] = {
+        "method": cap.method, "ok": cap.ok, "seconds": round(time.perf_counter() - start, 3),
+        "failure": cap.failure, "location": cap.location, "attempts": cap.attempts,
+    }
+    if not cap.ok:
+        where = f" at {cap.location}" if cap.location else ""
+        report["fallback"] = f"could not capture the model{where} ({cap.failure}); running it eagerly"
+        log.warning("accelc: %s", report["fallback"])
+        return AcceleratedModule(model, report)
+
+    gm = cap.graph_module
+    report["nodes"] = {"before": count_compute_nodes(gm)}
+    progress("verifying the captured graph")
+    verifier = Verifier.for_module(model, inputs)
+    comparison, captured_outputs = verifier.check(gm)
+    if not comparison.ok:
+        report["fallback"] = f"the captured graph disagrees with eager ({comparison.message}); running eagerly"
+        log.warning("accelc: %s", report["fallback"])
+        return AcceleratedModule(model, report)
+    verifier.accept(captured_outputs)
+
+    ctx = PassContext(device=dev, precision=precision, example_inputs=inputs)
+    verifier.tolerance_of = _tolerance_for(precision)
+    manager = PassManager(pass_list, verify=verify, on_progress=progress)
+    gm, records = manager.run(gm, ctx, verifier)
+    report["passes"] = [r.as_dict() for r in records]
+    report["refusals"] = [r.__dict__ for r in ctx.refusals]
+    report["nodes"]["after"] = count_compute_nodes(gm)
+
+    progress("checking the optimised graph against eager")
+    final = _final_check(model, gm, inputs, precision)
+    report["verification"] = final
+    if not final["ok"]:
+        report["fallback"] = f"optimised graph disagrees with eager ({final['message']}); running eagerly"
+        log.warning("accelc: %s", report["fallback"])
+        return AcceleratedModule(model, report)
+
+    fast = AcceleratedModule(TorchRuntime(gm, dev), report, gm, inputs)
+    if measure:
+        progress("timing eager vs accelc")
+        report["latency"] = measure_latency(model, fast, inputs, dev)
+    return fast
+
+
+def run_eagerly(model: torch.nn.Module, inputs: tuple, source_file: str | None = None):
+    """Run the model on its own inputs; a model that raises is the user's error, shown at their line."""
+    try:
+        with torch.inference_mode():
+            return model(*inputs)
+    except Exception as exc:
+        where = exception_location(exc, prefer=source_file)
+        at = f" at {where}" if where else ""
+        raise ModelRunError(f"the model raised {first_line(exc)}{at} when run on its own example inputs; fix the model or its inputs") from exc
+
+
+def _tolerance_for(precision: str):
+    if precision == "fp32":
+        return tolerance
+    lowered = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return lambda dtype: tolerance(lowered) if dtype.is_floating_point else tolerance(dtype)
+
+
+def _final_check(model, gm, inputs, precision: str) -> dict:
+    """Compare the optimised graph with eager on the example and on seeded random inputs."""
+    verifier = Verifier.for_module(model, inputs, count=3, seed=1234)
+    verifier.tolerance_of = _tolerance_for(precision)
+    comparison, _ = verifier.check(gm)
+    result = comparison.as_dict()
+    result["inputs_checked"] = len(verifier.inputs)
+    result["tolerance"] = "dtype-aware: fp32 rtol 1e-3 atol 1e-4·max(1,|ref|); see accelc.verify"
+    return result
+
+
+def measure_latency(model, fast, inputs, device, seconds: float = 2.0) -> dict:
+    from .timing import compare_latency
+    from .verify import verification_inputs
+
+    input_sets = verification_inputs(inputs, count=2, seed=99)
+    timings = compare_latency({"eager": model, "accelc": fast}, input_sets, seconds=seconds, device=device)
+    result = {name: t.as_dict() for name, t in timings.items()}
+    result["speedup"] = round(timings["eager"].median_ms / timings["accelc"].median_ms, 3)
+    return result
+
+
+def _new_report(backend: str, device: torch.device, precision: str, source_file: str | None) -> dict:
+    return {
+        "accelc_version": __version__,
+        "model": os.path.basename(source_file) if source_file else None,
+        "backend": "torch" if backend == "auto" else backend,
+        "device": str(device),
+        "precision": precision,
+        "capture": {},
+        "passes": [],
+        "refusals": [],
+        "nodes": {},
+        "verification": None,
+        "fallback": None,
+        "latency": None,
+    }
+
+
+__all__ = ["accelerate", "load", "AcceleratedModule", "run_eagerly", "measure_latency"]

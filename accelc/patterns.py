@@ -1,0 +1,123 @@
+"""Graph helpers for passes: finding ops, reading and adding constants, node metadata.
+
+These are the pieces every pattern pass needs; a pass imports them from here (or from
+``accelc``), never from accelc's private modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.fx
+
+aten = torch.ops.aten
+
+META_KEY = "accelc"  # all accelc data on a node lives under node.meta["accelc"]
+
+
+def is_op(node: Any, *targets) -> bool:
+    """True when ``node`` is a call to one of ``targets`` (OpOverloads or OpOverloadPackets)."""
+    if not isinstance(node, torch.fx.Node) or node.op != "call_function":
+        return False
+    target = node.target
+    packet = getattr(target, "overloadpacket", None)
+    return any(target is t or (packet is not None and packet is t) for t in targets)
+
+
+def find_nodes(gm: torch.fx.GraphModule, *targets) -> list[torch.fx.Node]:
+    """Calls to any of ``targets``, in graph order (a list, so the caller may edit the graph)."""
+    return [n for n in gm.graph.nodes if is_op(n, *targets)]
+
+
+def get_constant(gm: torch.fx.GraphModule, node: Any) -> torch.Tensor | None:
+    """The tensor behind a ``get_attr`` node, or None if ``node`` is not a constant."""
+    if not isinstance(node, torch.fx.Node) or node.op != "get_attr":
+        return None
+    obj: Any = gm
+    for part in node.target.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj if isinstance(obj, torch.Tensor) else None
+
+
+def is_constant(gm: torch.fx.GraphModule, node: Any) -> bool:
+    return get_constant(gm, node) is not None
+
+
+def add_constant(gm: torch.fx.GraphModule, tensor: torch.Tensor, name_hint: str, before: torch.fx.Node) -> torch.fx.Node:
+    """Register ``tensor`` on ``gm`` under a fresh name and return a ``get_attr`` node for it."""
+    base = "_accelc_" + "".join(c if c.isalnum() else "_" for c in name_hint).strip("_")
+    name, i = base, 0
+    while hasattr(gm, name):
+        i += 1
+        name = f"{base}_{i}"
+    gm.register_buffer(name, tensor.detach().contiguous())
+    with gm.graph.inserting_before(first_node(gm) if before is None else before):
+        node = gm.graph.get_attr(name)
+    node.meta["val"] = _fake_like(tensor, before)
+    return node
+
+
+def first_node(gm: torch.fx.GraphModule) -> torch.fx.Node:
+    return next(iter(gm.graph.nodes))
+
+
+def _fake_like(tensor: torch.Tensor, near: torch.fx.Node | None):
+    """A fake tensor for ``node.meta['val']`` in the same fake mode as its neighbours."""
+    mode = None
+    for n in ([near] if near is not None else []) + (list(near.all_input_nodes) if near is not None else []):
+        val = n.meta.get("val")
+        mode = getattr(val, "fake_mode", None)
+        if mode is not None:
+            break
+    if mode is None:
+        return tensor.detach()
+    with mode:
+        return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=tensor.device)
+
+
+def tensor_meta(node: Any) -> torch.Tensor | None:
+    """The (fake) tensor recorded for a node's output, if it is a single tensor."""
+    if not isinstance(node, torch.fx.Node):
+        return None
+    val = node.meta.get("val")
+    return val if isinstance(val, torch.Tensor) else None
+
+
+def accelc_meta(node: torch.fx.Node) -> dict:
+    """accelc's own metadata dict on a node (created on first use)."""
+    return node.meta.setdefault(META_KEY, {})
+
+
+def only_user(node: torch.fx.Node) -> torch.fx.Node | None:
+    """The single user of ``node``, or None when it has zero or several."""
+    return next(iter(node.users)) if len(node.users) == 1 else None
+
+
+def remove_unused_constants(gm: torch.fx.GraphModule) -> int:
+    """Drop ``get_attr`` nodes with no users and the accelc-made attributes they pointed to."""
+    removed = 0
+    referenced: set[str] = set()
+    for node in list(gm.graph.nodes):
+        if node.op == "get_attr":
+            if node.users:
+                referenced.add(node.target)
+            else:
+                gm.graph.erase_node(node)
+                removed += 1
+    for name in [n for n, _ in gm.named_buffers(recurse=False) if n.startswith("_accelc_") and n not in referenced]:
+        delattr(gm, name)
+    return removed
+
+
+def iter_calls(gm: torch.fx.GraphModule) -> Iterator[torch.fx.Node]:
+    return (n for n in gm.graph.nodes if n.op == "call_function")
+
+
+__all__ = [
+    "aten", "META_KEY", "is_op", "find_nodes", "get_constant", "is_constant", "add_constant", "tensor_meta",
+    "accelc_meta", "only_user", "remove_unused_constants", "iter_calls", "first_node",
+]

@@ -1,0 +1,1 @@
+"""Runtimes: what executes an optimised graph."""

@@ -1,0 +1,154 @@
+"""Numeric comparison of a candidate graph against a reference, with dtype-aware tolerances.
+
+Tolerances follow the dtype of the *reference* output. The absolute part scales with the
+reference's magnitude (``atol * max(1, max|ref|)``) because deep random-weight networks produce
+activations far from unit scale, and a fixed atol would either pass everything or nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+# (rtol, atol) per dtype: fp32 leaves room for re-associated sums (folding, fused GEMMs);
+# half types for one rounding per op over a few dozen ops.
+TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-7, 1e-7),
+    torch.float32: (1e-3, 1e-4),
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (4e-2, 4e-2),
+}
+
+
+def tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    return TOLERANCES.get(dtype, (0.0, 0.0))
+
+
+@dataclass
+class Comparison:
+    ok: bool
+    max_abs_error: float
+    max_rel_error: float  # max abs error / max(1, max |reference|)
+    message: str = ""
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "max_abs_error": self.max_abs_error, "max_rel_error": self.max_rel_error, "message": self.message}
+
+
+def flat_outputs(outputs) -> list:
+    return [x for x in tree_leaves(outputs)]
+
+
+def compare_outputs(actual, expected, tolerance_of=tolerance) -> Comparison:
+    """Compare two (nested) outputs leaf by leaf; ``ok`` is False on the first leaf out of tolerance."""
+    got, want = flat_outputs(actual), flat_outputs(expected)
+    if len(got) != len(want):
+        return Comparison(False, math.inf, math.inf, f"{len(got)} outputs where {len(want)} were expected")
+    worst_abs = worst_rel = 0.0
+    for i, (a, b) in enumerate(zip(got, want)):
+        if not isinstance(b, torch.Tensor):
+            if a != b:
+                return Comparison(False, math.inf, math.inf, f"output {i}: {a!r} != {b!r}")
+            continue
+        if not isinstance(a, torch.Tensor) or a.shape != b.shape:
+            shape = getattr(a, "shape", type(a).__name__)
+            return Comparison(False, math.inf, math.inf, f"output {i}: shape {tuple(shape)} != {tuple(b.shape)}")
+        a = a.detach().to("cpu")
+        b = b.detach().to("cpu")
+        if not b.is_floating_point():
+            if not torch.equal(a.to(b.dtype), b):
+                return Comparison(False, math.inf, math.inf, f"output {i}: integer values differ")
+            continue
+        rtol, atol = tolerance_of(b.dtype)
+        a64, b64 = a.double(), b.double()
+        nan_a, nan_b = torch.isnan(a64), torch.isnan(b64)
+        if not torch.equal(nan_a, nan_b):
+            return Comparison(False, math.inf, math.inf, f"output {i}: NaN where the reference has none (or the reverse)")
+        finite = ~nan_b
+        diff = (a64 - b64).abs()[finite]
+        ref = b64.abs()[finite]
+        if diff.numel() == 0:
+            continue
+        scale = max(1.0, float(ref.max()))
+        abs_err = float(diff.max())
+        # Relative to the output's magnitude, not per element: near-zero elements make
+        # element-wise ratios meaningless.
+        worst_abs, worst_rel = max(worst_abs, abs_err), max(worst_rel, abs_err / scale)
+        allowed = atol * scale + rtol * ref
+        if not bool((diff <= allowed).all()) or not math.isfinite(abs_err):
+            return Comparison(
+                False, worst_abs, worst_rel,
+                f"output {i} ({b.dtype}): max abs error {abs_err:.3g} exceeds tolerance (rtol {rtol:g}, atol {atol:g} x {scale:.3g})",
+            )
+    return Comparison(True, worst_abs, worst_rel)
+
+
+def random_inputs_like(example: tuple, seed: int) -> tuple:
+    """Seeded random inputs with the example's shapes and dtypes.
+
+    Floats are drawn around the example's own mean and spread; integers uniformly within the
+    example's range (token ids stay valid); booleans are kept as given, since a random boolean
+    mask can mask a whole row and turn softmax into NaN in eager and graph alike.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for x in example:
+        if not isinstance(x, torch.Tensor) or x.numel() == 0:
+            out.append(x)
+        elif x.is_floating_point():
+            base = x.detach().float()
+            std = float(base.std()) if base.numel() > 1 else 1.0
+            std = std if math.isfinite(std) and std > 0 else 1.0
+            y = torch.randn(x.shape, generator=gen) * std + float(base.mean())
+            out.append(y.to(dtype=x.dtype, device=x.device))
+        elif x.dtype == torch.bool:
+            out.append(x.clone())
+        else:
+            lo, hi = int(x.min()), int(x.max())
+            y = torch.randint(lo, hi + 1, x.shape, generator=gen, dtype=torch.int64)
+            out.append(y.to(dtype=x.dtype, device=x.device))
+    return tuple(out)
+
+
+def verification_inputs(example: tuple, count: int = 2, seed: int = 0) -> list[tuple]:
+    """The example itself plus ``count`` seeded random variants of it."""
+    return [tuple(example)] + [random_inputs_like(example, seed + i) for i in range(count)]
+
+
+class Verifier:
+    """Holds fixed inputs and the reference outputs on them; checks candidates against those."""
+
+    def __init__(self, inputs: list[tuple], reference_outputs: list):
+        self.inputs = inputs
+        self.reference_outputs = reference_outputs
+        self.tolerance_of = tolerance  # replaced when lowering precision on purpose
+
+    @classmethod
+    def for_module(cls, module, example: tuple, count: int = 2, seed: int = 0) -> "Verifier":
+        inputs = verification_inputs(example, count, seed)
+        return cls(inputs, [run_detached(module, x) for x in inputs])
+
+    def check(self, module) -> tuple[Comparison, list]:
+        """Run ``module`` on the fixed inputs; return the worst comparison and its outputs."""
+        outputs, worst = [], Comparison(True, 0.0, 0.0)
+        for x, ref in zip(self.inputs, self.reference_outputs):
+            got = run_detached(module, x)
+            outputs.append(got)
+            cmp = compare_outputs(got, ref, self.tolerance_of)
+            if not cmp.ok:
+                return cmp, outputs
+            if cmp.max_abs_error >= worst.max_abs_error:
+                worst = Comparison(True, cmp.max_abs_error, max(cmp.max_rel_error, worst.max_rel_error))
+        return worst, outputs
+
+    def accept(self, outputs: list) -> None:
+        """Make ``outputs`` the new reference (the graph they came from was accepted)."""
+        self.reference_outputs = outputs
+
+
+def run_detached(module, inputs: tuple):
+    with torch.inference_mode():
+        return module(*inputs)

@@ -1,0 +1,1 @@
+"""Passes over ATen-level ``torch.fx`` graphs, one per file."""
