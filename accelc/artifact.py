@@ -1,0 +1,199 @@
+"""The artifact folder: written atomically, loaded without unpickling arbitrary objects.
+
+    OUT/
+      model.pt2          the optimised graph as a torch.export ExportedProgram
+      report.json        what happened (see accelc.api)
+      report.html        the same, readable in a browser
+      fingerprint.json   accelc / torch / onnxruntime versions, device, python
+
+Everything is written into a temporary sibling folder which is renamed into place at the end,
+so a crash or Ctrl-C leaves either the old folder or the complete new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import warnings
+import zipfile
+from contextlib import contextmanager
+
+import torch
+
+from . import __version__
+from .errors import ArtifactError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE, REPORT_FILE, HTML_FILE, FINGERPRINT_FILE = "model.pt2", "report.json", "report.html", "fingerprint.json"
+REQUIRED_FILES = (MODEL_FILE, REPORT_FILE, FINGERPRINT_FILE)
+
+
+def fingerprint(device: str) -> dict:
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except Exception:  # onnxruntime missing or broken: the fingerprint says so instead of failing
+        ort_version = None
+    return {
+        "accelc": __version__,
+        "torch": torch.__version__,
+        "onnxruntime": ort_version,
+        "python": platform.python_version(),
+        "device": device,
+        "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else None,
+        "machine": platform.machine(),
+    }
+
+
+def check_output_folder(path: str, force: bool) -> None:
+    """Refuse an existing non-empty folder (or a file) unless ``force``; call before doing any work."""
+    if os.path.isfile(path):
+        raise ArtifactError(f"{path} is a file, not a folder; choose another output path with -o")
+    if os.path.isdir(path) and os.listdir(path) and not force:
+        raise ArtifactError(f"output folder {path} already exists and is not empty; choose another -o or pass --force to replace it")
+
+
+def save_artifact(fast, path: str, force: bool = False) -> str:
+    """Write ``fast`` (an AcceleratedModule) to ``path``; returns the absolute path."""
+    from .report import render_html
+
+    if not fast.captured:
+        reason = (fast.report.get("fallback") or "the model was not captured").rstrip(".")
+        raise ArtifactError(
+            f"nothing optimised to save: {reason}; make that code traceable by torch.export "
+            "(e.g. torch.cond for data-dependent branches), or call accelc.accelerate() in Python, which runs it eagerly"
+        )
+    check_output_folder(path, force)
+    target = os.path.abspath(path)
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.partial-", dir=parent)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(fast.graph_module, tuple(fast.example_inputs), strict=False)
+            torch.export.save(program, os.path.join(staging, MODEL_FILE))
+        runner_save = getattr(fast.runner, "save", None)
+        if callable(runner_save):
+            runner_save(staging)
+        report = dict(fast.report)
+        report["fingerprint"] = fingerprint(report.get("device", "cpu"))
+        report["inputs"] = [{"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")} for x in fast.example_inputs]
+        _write_json(os.path.join(staging, REPORT_FILE), report)
+        _write_json(os.path.join(staging, FINGERPRINT_FILE), report["fingerprint"])
+        with open(os.path.join(staging, HTML_FILE), "w", encoding="utf-8") as f:
+            f.write(render_html(report))
+        _move_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _move_into_place(staging: str, target: str) -> None:
+    old = None
+    if os.path.exists(target):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=os.path.dirname(target))
+        os.rename(target, os.path.join(old, "previous"))
+    os.rename(staging, target)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: str, data: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, default=str)
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} is unreadable or corrupt ({type(exc).__name__}); re-create the artifact with `accelc optimize`") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} is corrupt (not a JSON object); re-create the artifact with `accelc optimize`")
+    return data
+
+
+@contextmanager
+def _weights_only_loads():
+    """Force every torch.load inside to ``weights_only=True``: torch.export.load would otherwise
+    fall back to full unpickling when a weights-only load fails."""
+    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    previous = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
+def _refuse_pickled_objects(model_path: str) -> None:
+    from torch.export.pt2_archive.constants import CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX
+
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            names = archive.namelist()
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArtifactError(f"{model_path} is corrupt ({exc}); re-create the artifact with `accelc optimize`") from exc
+    if bad is not None:
+        raise ArtifactError(f"{model_path} is corrupt (bad CRC in {bad}); re-create the artifact with `accelc optimize`")
+    pickled = [n for n in names if os.path.basename(n).startswith((CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX))]
+    if pickled:
+        raise ArtifactError(f"{model_path} holds pickled Python objects ({pickled[0]}); accelc does not load those, for safety")
+
+
+def load_artifact(path: str, device: str | None = None):
+    """Load an artifact folder into an AcceleratedModule."""
+    from .api import AcceleratedModule
+    from .capture import graph_module_from_program
+    from .runtime.torch import TorchRuntime, resolve_device
+
+    if not os.path.isdir(path):
+        raise ArtifactError(f"{path}: no such artifact folder; create one with `accelc optimize model.py -o {path}`")
+    missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
+    if missing:
+        raise ArtifactError(f"{path} is not a complete accelc artifact ({', '.join(missing)} missing); re-create it with `accelc optimize`")
+    report = _read_json(os.path.join(path, REPORT_FILE))
+    saved = _read_json(os.path.join(path, FINGERPRINT_FILE))
+    if saved.get("torch") != torch.__version__:
+        log.warning("artifact %s was written with torch %s; this is torch %s", path, saved.get("torch"), torch.__version__)
+    model_path = os.path.join(path, MODEL_FILE)
+    _refuse_pickled_objects(model_path)
+    try:
+        with _weights_only_loads(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.load(model_path)
+    except Exception as exc:
+        raise ArtifactError(f"{model_path} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); re-create the artifact with `accelc optimize`") from exc
+    dev = resolve_device(device or report.get("device", "cpu"))
+    gm = graph_module_from_program(program).to(dev)
+    example = program.example_inputs[0] if program.example_inputs else ()
+    example = tuple(x.to(dev) for x in example) or inputs_from_report(report, dev)
+    return AcceleratedModule(TorchRuntime(gm, dev), report, gm, example)
+
+
+def inputs_from_report(report: dict, device: torch.device, seed: int = 0) -> tuple:
+    """Seeded random inputs matching the shapes and dtypes recorded in the report."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for spec in report.get("inputs", []):
+        dtype = getattr(torch, spec["dtype"])
+        if dtype.is_floating_point:
+            out.append(torch.randn(spec["shape"], generator=gen).to(dtype))
+        elif dtype == torch.bool:
+            out.append(torch.ones(spec["shape"], dtype=torch.bool))
+        else:
+            out.append(torch.zeros(spec["shape"], dtype=dtype))
+    return tuple(x.to(device) for x in out)

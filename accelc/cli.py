@@ -1,0 +1,245 @@
+"""The ``accelc`` command: a thin layer over :mod:`accelc.api`.
+
+    accelc optimize model.py -o OUT     capture, optimise, verify, time, save
+    accelc run OUT                      load an artifact and time it
+    accelc passes                       list registered passes
+    accelc explain model.py             dry run: what would fire, what was refused and why
+    accelc bench model.py               side by side against eager, torch.compile, ONNX Runtime
+
+Errors are one line on stderr and a non-zero exit; ``--verbose`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+
+from .errors import AccelcError
+
+
+class Progress:
+    """Step messages on stderr with elapsed time; rewritten in place on a terminal."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
+        line = f"[{time.perf_counter() - self.start:6.1f}s] {message}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", help="auto | torch (default: auto)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--passes", help="comma-separated pass names replacing the default pipeline")
+    p.add_argument("--disable", help="comma-separated pass names to leave out")
+    p.add_argument("--no-verify", action="store_true", help="skip the numeric check after each pass")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="accelc", description="Model-acceleration compiler for PyTorch.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and library logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("optimize", help="capture, optimise, verify and save a model.py")
+    p.add_argument("model", help="path to a model.py defining get_model() and get_inputs()")
+    p.add_argument("-o", "--output", required=True, help="artifact folder to write")
+    p.add_argument("--force", action="store_true", help="replace an existing non-empty output folder")
+    p.add_argument("--no-bench", action="store_true", help="skip the eager vs accelc latency measurement")
+    _add_common(p)
+
+    p = sub.add_parser("run", help="load an artifact folder, run it and print its latency")
+    p.add_argument("artifact", help="folder written by `accelc optimize`")
+    p.add_argument("--device", default=None, help="override the device recorded in the artifact")
+    p.add_argument("--seconds", type=float, default=2.0, help="timing budget (default 2 s)")
+
+    sub.add_parser("passes", help="list every registered pass, built-in and plugin")
+
+    p = sub.add_parser("explain", help="dry run: capture, passes fired, candidates refused and why")
+    p.add_argument("model", help="path to a model.py")
+    _add_common(p)
+
+    p = sub.add_parser("bench", help="time accelc against eager, torch.compile and ONNX Runtime")
+    p.add_argument("model", help="path to a model.py")
+    p.add_argument("--against", default=None, help="comma-separated systems (default: all available)")
+    p.add_argument("--json", dest="json_path", default=None, help="also write the results as JSON to this file")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--max-autotune", action="store_true", help="add torch.compile(mode='max-autotune')")
+    p.add_argument("--seconds", type=float, default=None, help="timing budget per system")
+    return parser
+
+
+def _accelerate_from_file(args, progress: Progress, measure: bool):
+    from .api import accelerate
+    from .loader import load_model_file
+
+    progress(f"loading {args.model}")
+    loaded = load_model_file(args.model)
+    return accelerate(
+        loaded.module, loaded.inputs, backend=args.backend, device=args.device, precision=args.precision,
+        passes=_split(args.passes), disable=_split(args.disable), verify=not args.no_verify,
+        measure=measure, source_file=loaded.path, on_progress=progress,
+    )
+
+
+def cmd_optimize(args) -> int:
+    from .artifact import check_output_folder
+
+    check_output_folder(args.output, args.force)  # before any work: fail fast, lose nothing
+    progress = Progress()
+    fast = _accelerate_from_file(args, progress, measure=not args.no_bench)
+    progress("saving the artifact")
+    path = fast.save(args.output, force=args.force)
+    progress.done()
+    print(summary_table(fast.report))
+    print(f"artifact: {os.path.relpath(path)}  (report: {os.path.relpath(os.path.join(path, 'report.html'))})")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .artifact import load_artifact
+    from .timing import compare_latency
+    from .verify import verification_inputs
+
+    fast = load_artifact(args.artifact, device=args.device)
+    inputs = fast.example_inputs
+    out = fast(*inputs)
+    shapes = [tuple(t.shape) for t in _leaves(out)]
+    timing = compare_latency({"accelc": fast}, verification_inputs(inputs, count=2, seed=7), seconds=args.seconds,
+                             device=fast.report.get("device"))["accelc"]
+    print(f"ran {args.artifact} on {fast.report.get('device')}: outputs {shapes}")
+    print(f"latency: median {timing.median_ms:.3f} ms, p90 {timing.p90_ms:.3f} ms, min {timing.min_ms:.3f} ms, "
+          f"max {timing.max_ms:.3f} ms over {timing.iterations} runs")
+    recorded = (fast.report.get("latency") or {}).get("accelc")
+    if recorded:
+        print(f"(at optimize time: accelc median {recorded['median_ms']:.3f} ms, eager median "
+              f"{fast.report['latency']['eager']['median_ms']:.3f} ms)")
+    return 0
+
+
+def cmd_passes(args) -> int:
+    from .pipeline import DEFAULT_PIPELINE
+    from .registry import discover
+
+    registry = discover()
+    width = max((len(n) for n in registry), default=4)
+    print(f"{'pass':<{width}}  default  description  [source]")
+    for name in sorted(registry, key=lambda n: (DEFAULT_PIPELINE.index(n) if n in DEFAULT_PIPELINE else 999, n)):
+        entry = registry[name]
+        mark = f"{DEFAULT_PIPELINE.index(name) + 1:>5}  " if name in DEFAULT_PIPELINE else "    -  "
+        print(f"{name:<{width}}  {mark} {entry.description}  [{entry.source}]")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    progress = Progress()
+    fast = _accelerate_from_file(args, progress, measure=False)
+    progress.done()
+    report = fast.report
+    cap = report["capture"]
+    print(f"capture: {cap['method']}" + (f" failed at {cap['location']}: {cap['failure']}" if cap.get("failure") else ""))
+    for attempt in cap.get("attempts", []):
+        print(f"  tried {attempt}")
+    refusals_by_pass: dict[str, list] = {}
+    for r in report.get("refusals", []):
+        refusals_by_pass.setdefault(r["pass_name"], []).append(r)
+    for rec in report.get("passes", []):
+        counts = ", ".join(f"{k} {v}" for k, v in rec["stats"].items())
+        line = f"{rec['name']}: {rec['status']}" + (f" ({counts})" if counts else "") + (f": {rec['reason']}" if rec.get("reason") else "")
+        print(line)
+        for r in refusals_by_pass.get(rec["name"], []):
+            where = f" [{r['location']}]" if r.get("location") else ""
+            print(f"    left {r['node']} alone: {r['reason']}{where}")
+    if report.get("fallback"):
+        print(f"fallback: {report['fallback']}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    try:
+        from .bench import bench_main
+    except ImportError as exc:
+        raise AccelcError(f"accelc bench is not available in this build ({exc})") from exc
+    return bench_main(args)
+
+
+def summary_table(report: dict) -> str:
+    """The short end-of-run table: passes fired, nodes, max error, latency."""
+    rows = [("model", report.get("model") or ""), ("capture", report["capture"].get("method", ""))]
+    fired = [f"{r['name']}({', '.join(f'{k} {v}' for k, v in r['stats'].items() if v)})" for r in report.get("passes", []) if r["status"] == "fired"]
+    rows.append(("passes fired", ", ".join(fired) or "none"))
+    bad = [f"{r['name']}: {r['status']} ({r['reason']})" for r in report.get("passes", []) if r["status"] in ("rolled back", "failed")]
+    if bad:
+        rows.append(("rolled back", "; ".join(bad)))
+    nodes = report.get("nodes") or {}
+    rows.append(("nodes", f"{nodes.get('before')} -> {nodes.get('after')}"))
+    ver = report.get("verification") or {}
+    if ver:
+        rows.append(("max error", f"{ver.get('max_abs_error', 0):.3g} abs ({'ok' if ver.get('ok') else 'FAILED'}, {ver.get('inputs_checked')} inputs)"))
+    lat = report.get("latency")
+    if lat:
+        rows.append(("latency", f"eager {lat['eager']['median_ms']:.2f} ms, accelc {lat['accelc']['median_ms']:.2f} ms "
+                                f"(median; {lat['speedup']:.2f}x)"))
+    if report.get("fallback"):
+        rows.append(("fallback", report["fallback"]))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _leaves(out):
+    from torch.utils._pytree import tree_leaves
+
+    return [x for x in tree_leaves(out) if hasattr(x, "shape")]
+
+
+COMMANDS = {"optimize": cmd_optimize, "run": cmd_run, "passes": cmd_passes, "explain": cmd_explain, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="accelc: %(message)s")
+    if not args.verbose:
+        warnings.filterwarnings("ignore")
+    try:
+        return COMMANDS[args.command](args)
+    except AccelcError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"accelc: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("accelc: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an accelc bug: say so in one line, keep the traceback for --verbose
+        if args.verbose:
+            traceback.print_exc()
+        print(f"accelc: internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
