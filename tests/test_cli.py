@@ -1,0 +1,101 @@
+"""The command line: the happy path, and every bad input as one line with a non-zero exit."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TINY_CNN
+
+RAISES_ON_INPUTS = """
+import torch
+
+class Mismatch(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.lin(x)
+
+def get_model():
+    return Mismatch()
+
+def get_inputs():
+    return (torch.randn(1, 5),)
+"""
+
+
+def test_optimize_run_explain(cli, model_file, tmp_path):
+    path, out = model_file(TINY_CNN), tmp_path / "out"
+    code, stdout, stderr = cli("optimize", path, "-o", out)
+    assert code == 0, stderr
+    for expected in ("passes fired", "fold_conv_bn(folded 1)", "remove_noops(removed 1)", "max error", "latency", "eager"):
+        assert expected in stdout
+    assert "capturing with torch.export" in stderr and "verifying" in stderr  # progress
+    report = json.loads((out / "report.json").read_text())
+    assert report["latency"]["eager"]["median_ms"] > 0 and report["verification"]["ok"]
+    code, stdout, _ = cli("run", out)
+    assert code == 0 and "latency: median" in stdout and "outputs [(2, 4)]" in stdout
+    code, stdout, _ = cli("explain", path, "--disable", "fold_conv_bn")
+    assert code == 0 and "capture: torch.export (non-strict)" in stdout and "remove_noops: fired" in stdout
+    assert "fold_conv_bn" not in stdout
+
+
+def test_passes_lists_builtins(cli):
+    code, stdout, _ = cli("passes")
+    assert code == 0 and "fold_conv_bn" in stdout and "eliminate_dead_code" in stdout
+
+
+@pytest.mark.parametrize("source, args, message", [
+    (None, [], "nope.py: no such file"),
+    ("import torch\ndef f(:\n", [], "model.py:2: syntax error"),
+    ("import torch\nwidth = 3\ndef helper(): pass\n", [], "defines neither get_model() nor `model` (it defines: helper, width"),
+    ("import torch\ndef get_model(): return 'a model'\ndef get_inputs(): return ()\n", [], "gave a str, not a torch.nn.Module"),
+    ("import torch\ndef get_model(): return torch.nn.Linear(2, 2)\ndef get_inputs(): return [[1.0, 2.0]]\n", [], "example input 0 is a list, not a tensor"),
+    (RAISES_ON_INPUTS, [], "the model raised RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x5 and 4x2) at "),
+    (TINY_CNN, ["--passes", "fold_conv_bn,not_a_pass"], "unknown pass 'not_a_pass'"),
+    (TINY_CNN, ["--disable", "not_a_pass"], "unknown pass 'not_a_pass'"),
+    (TINY_CNN, ["--device", "tpu"], "device 'tpu'"),
+])
+def test_bad_inputs(cli, model_file, tmp_path, source, args, message):
+    path = model_file(source) if source is not None else tmp_path / "nope.py"
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("optimize", path, "-o", out, *args)
+    assert code == 2
+    assert message in stderr, stderr
+    error_lines = [line for line in stderr.splitlines() if line.startswith("accelc: error:")]
+    assert len(error_lines) == 1 and "Traceback" not in stderr
+    assert not out.exists()
+
+
+def test_model_error_names_the_users_line(cli, model_file, tmp_path):
+    code, _, stderr = cli("optimize", model_file(RAISES_ON_INPUTS), "-o", tmp_path / "out")
+    assert code == 2 and "model.py:10 when run on its own example inputs" in stderr
+
+
+def test_existing_output_folder_is_refused_before_any_work(cli, model_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("keep me")
+    code, _, stderr = cli("optimize", model_file(TINY_CNN), "-o", out)
+    assert code == 2 and "already exists and is not empty" in stderr and "--force" in stderr
+    assert "capturing" not in stderr and (out / "old.txt").read_text() == "keep me"
+
+
+def test_run_on_missing_artifact(cli, tmp_path):
+    code, _, stderr = cli("run", tmp_path / "missing")
+    assert code == 2 and "no such artifact folder" in stderr
+
+
+def test_traceback_only_with_verbose(model_file, tmp_path):
+    path = model_file("import torch\nx = 1\n")
+    cmd = [sys.executable, "-m", "accelc.cli"]
+    plain = subprocess.run(cmd + ["optimize", str(path), "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    errors = [line for line in plain.stderr.splitlines() if not line.startswith("[")]  # progress lines start with [
+    assert len(errors) == 1 and errors[0].startswith("accelc: error: model.py defines neither")
+    verbose = subprocess.run(cmd + ["--verbose", "optimize", str(path), "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
