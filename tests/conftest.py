@@ -1,18 +1,16 @@
-"""Helpers shared by the infrastructure tests: tiny model files and an in-process CLI runner."""
+"""Fixtures shared by the infrastructure tests: tiny model files and an in-process CLI runner.
+
+Plain constants and helpers live in support.py, so test modules never import ``conftest``
+(tests/passes has a conftest of its own, and two modules named ``conftest`` would collide)."""
 
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
 from accelc.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "samples"
-
 
 @pytest.fixture(autouse=True)
 def _seed():
@@ -41,33 +39,3 @@ def cli(capsys):
         return code, out.out, out.err
 
     return run
-
-
-TINY_CNN = """
-import torch
-from torch import nn
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.drop = nn.Dropout(0.2)
-        self.head = nn.Linear(8, 4)
-
-    def forward(self, x):
-        y = torch.relu(self.bn(self.conv(x)))
-        y = self.drop(y).mean(dim=(2, 3))
-        return self.head(y)
-
-def get_model():
-    torch.manual_seed(0)
-    m = Net()
-    m.bn.running_mean.normal_()
-    m.bn.running_var.uniform_(0.5, 1.5)
-    m.bn.weight.data.normal_(1.0, 0.1)
-    return m.eval()
-
-def get_inputs():
-    return (torch.randn(2, 3, 8, 8),)
-"""

@@ -11,7 +11,7 @@ import accelc
 from accelc import artifact
 from accelc.errors import ArtifactError
 from accelc.loader import load_model_file
-from conftest import TINY_CNN
+from support import TINY_CNN
 
 
 @pytest.fixture

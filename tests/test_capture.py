@@ -5,7 +5,7 @@ import torch
 import accelc
 from accelc.capture import capture
 from accelc.patterns import aten, find_nodes
-from conftest import TINY_CNN
+from support import TINY_CNN
 from accelc.loader import load_model_file
 
 UNTRACEABLE = """

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import TINY_CNN
+from support import TINY_CNN
 
 RAISES_ON_INPUTS = """
 import torch

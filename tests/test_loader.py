@@ -5,7 +5,7 @@ import torch
 
 from accelc.errors import ModelLoadError
 from accelc.loader import load_model_file
-from conftest import TINY_CNN
+from support import TINY_CNN
 
 
 def test_get_model_and_get_inputs(model_file):

@@ -1,0 +1,53 @@
+"""torch.compile(model, backend="accelc"): found through torch's entry point, same passes, eager's answers."""
+
+import importlib
+import sys
+
+import pytest
+import torch
+
+from accelc.dynamo_backend import RECENT_REPORTS
+from support import SAMPLES
+
+
+def _sample(name):
+    if str(SAMPLES) not in sys.path:
+        sys.path.insert(0, str(SAMPLES))
+    module = importlib.import_module(name)
+    return module.get_model(small=True).eval(), tuple(module.get_inputs(small=True))
+
+
+def test_backend_is_registered_with_torch():
+    from torch._dynamo import list_backends
+
+    assert "accelc" in list_backends()
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp", "bert", "gpt2", "vit", "resnet50"])
+def test_compile_gives_eager_answers(name):
+    torch._dynamo.reset()
+    model, inputs = _sample(name)
+    RECENT_REPORTS.clear()
+    with torch.no_grad():
+        expected = model(*inputs)
+        compiled = torch.compile(model, backend="accelc")
+        got = compiled(*inputs)
+        again = compiled(*inputs)
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(again, expected, rtol=1e-3, atol=1e-4)
+    assert RECENT_REPORTS, "the backend did not run accelc's pipeline"
+    report = RECENT_REPORTS[-1]
+    assert report["capture"]["ok"] and report["verification"]["ok"]
+    if name in ("cnn", "resnet50"):
+        fired = {r["name"] for r in report["passes"] if r["status"] == "fired"}
+        assert "fold_conv_bn" in fired
+
+
+def test_training_mode_graph_is_left_alone():
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+    x = torch.randn(2, 4)
+    RECENT_REPORTS.clear()
+    out = torch.compile(model, backend="accelc")(x)
+    out.sum().backward()  # gradients still flow: nothing was frozen
+    assert model[0].weight.grad is not None and not RECENT_REPORTS
