@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from support import TINY_CNN
+from test_capture import UNTRACEABLE
 
 RAISES_ON_INPUTS = """
 import torch
@@ -59,6 +60,7 @@ def test_passes_lists_builtins(cli):
     (TINY_CNN, ["--passes", "fold_conv_bn,not_a_pass"], "unknown pass 'not_a_pass'"),
     (TINY_CNN, ["--disable", "not_a_pass"], "unknown pass 'not_a_pass'"),
     (TINY_CNN, ["--device", "tpu"], "device 'tpu'"),
+    (UNTRACEABLE, [], "nothing optimised to save: could not capture the model at "),
 ])
 def test_bad_inputs(cli, model_file, tmp_path, source, args, message):
     path = model_file(source) if source is not None else tmp_path / "nope.py"
