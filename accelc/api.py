@@ -26,11 +26,11 @@ from .pipeline import build_pipeline
 from .registry import discover, resolve
 from .runtime.torch import TorchRuntime, resolve_device, to_device
 from .source import exception_location, first_line
-from .verify import Verifier, tolerance
+from .verify import Verifier, tolerance_for_precision
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "onnxruntime")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -75,6 +75,7 @@ def accelerate(
     disable: list[str] | None = None,
     verify: bool = True,
     measure: bool = False,
+    static: bool = False,
     source_file: str | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> AcceleratedModule:
@@ -123,7 +124,7 @@ def accelerate(
     verifier.accept(captured_outputs)
 
     ctx = PassContext(device=dev, precision=precision, example_inputs=inputs)
-    verifier.tolerance_of = _tolerance_for(precision)
+    verifier.tolerance_of = tolerance_for_precision(precision)
     manager = PassManager(pass_list, verify=verify, on_progress=progress)
     gm, records = manager.run(gm, ctx, verifier)
     report["passes"] = [r.as_dict() for r in records]
@@ -138,11 +139,59 @@ def accelerate(
         log.warning("accelc: %s", report["fallback"])
         return AcceleratedModule(model, report)
 
-    fast = AcceleratedModule(TorchRuntime(gm, dev), report, gm, inputs)
+    runner = select_runtime(model, gm, inputs, backend, dev, precision, static, report, progress)
+    fast = AcceleratedModule(runner, report, gm, inputs)
     if measure:
         progress("timing eager vs accelc")
         report["latency"] = measure_latency(model, fast, inputs, dev)
     return fast
+
+
+def select_runtime(model, gm, inputs, backend: str, device, precision: str, static: bool, report: dict, progress):
+    """The runtime for the optimised graph: PyTorch, ONNX Runtime, or (``auto``) whichever measures faster.
+
+    ONNX Runtime must match eager on the verification inputs to be used at all; when it cannot be
+    built or disagrees, the PyTorch runtime is used and the report says why.
+    """
+    torch_runtime = TorchRuntime(gm, device)
+    report["backend"] = "torch"
+    if backend == "torch":
+        return torch_runtime
+    progress("exporting to ONNX and building an ONNX Runtime session")
+    try:
+        import tempfile
+
+        from .runtime.onnxruntime import build_onnx_runtime
+
+        ort_runtime, section = build_onnx_runtime(gm, inputs, device, precision, tempfile.mkdtemp(prefix="accelc-onnx-"), static=static)
+        report["onnx"] = section
+        comparison, _ = _checker(model, inputs, precision).check(ort_runtime)
+    except Exception as exc:  # export or session failure: keep the PyTorch runtime, say why
+        log.debug("ONNX Runtime backend failed", exc_info=True)
+        report["backend_fallback"] = f"ONNX Runtime unavailable ({first_line(exc)}); using the PyTorch runtime"
+        return torch_runtime
+    if not comparison.ok:
+        report["backend_fallback"] = f"ONNX Runtime disagrees with eager ({comparison.message}); using the PyTorch runtime"
+        return torch_runtime
+    if backend == "auto":
+        from .timing import compare_latency
+        from .verify import verification_inputs
+
+        progress("timing PyTorch vs ONNX Runtime")
+        timings = compare_latency({"torch": torch_runtime, "onnxruntime": ort_runtime},
+                                  verification_inputs(inputs, count=1, seed=5), seconds=1.0, device=device)
+        chosen = min(timings, key=lambda name: timings[name].median_ms)
+        report["backend_choice"] = {name: round(t.median_ms, 3) for name, t in timings.items()} | {"chosen": chosen}
+        if chosen == "torch":
+            return torch_runtime
+    report["backend"] = "onnxruntime"
+    return ort_runtime
+
+
+def _checker(model, inputs, precision: str) -> Verifier:
+    verifier = Verifier.for_module(model, inputs, count=3, seed=1234)
+    verifier.tolerance_of = tolerance_for_precision(precision)
+    return verifier
 
 
 def run_eagerly(model: torch.nn.Module, inputs: tuple, source_file: str | None = None):
@@ -156,17 +205,9 @@ def run_eagerly(model: torch.nn.Module, inputs: tuple, source_file: str | None =
         raise ModelRunError(f"the model raised {first_line(exc)}{at} when run on its own example inputs; fix the model or its inputs") from exc
 
 
-def _tolerance_for(precision: str):
-    if precision == "fp32":
-        return tolerance
-    lowered = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    return lambda dtype: tolerance(lowered) if dtype.is_floating_point else tolerance(dtype)
-
-
 def _final_check(model, gm, inputs, precision: str) -> dict:
     """Compare the optimised graph with eager on the example and on seeded random inputs."""
-    verifier = Verifier.for_module(model, inputs, count=3, seed=1234)
-    verifier.tolerance_of = _tolerance_for(precision)
+    verifier = _checker(model, inputs, precision)
     comparison, _ = verifier.check(gm)
     result = comparison.as_dict()
     result["inputs_checked"] = len(verifier.inputs)

@@ -181,7 +181,13 @@ def load_artifact(path: str, device: str | None = None):
     gm = graph_module_from_program(program).to(dev)
     example = program.example_inputs[0] if program.example_inputs else ()
     example = tuple(x.to(dev) for x in example) or inputs_from_report(report, dev)
-    return AcceleratedModule(TorchRuntime(gm, dev), report, gm, example)
+    if report.get("backend") == "onnxruntime":
+        from .runtime.onnxruntime import load_onnx_runtime
+
+        runner = load_onnx_runtime(path, dev)
+    else:
+        runner = TorchRuntime(gm, dev)
+    return AcceleratedModule(runner, report, gm, example)
 
 
 def inputs_from_report(report: dict, device: torch.device, seed: int = 0) -> tuple:

@@ -51,7 +51,9 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="auto", help="auto | torch (default: auto)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
+                   help="auto picks whichever of PyTorch and ONNX Runtime measures faster (default: auto)")
+    p.add_argument("--static", action="store_true", help="pin every input shape in the ONNX export (no dynamic batch)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--passes", help="comma-separated pass names replacing the default pipeline")
@@ -102,7 +104,7 @@ def _accelerate_from_file(args, progress: Progress, measure: bool):
     return accelerate(
         loaded.module, loaded.inputs, backend=args.backend, device=args.device, precision=args.precision,
         passes=_split(args.passes), disable=_split(args.disable), verify=not args.no_verify,
-        measure=measure, source_file=loaded.path, on_progress=progress,
+        measure=measure, static=args.static, source_file=loaded.path, on_progress=progress,
     )
 
 
@@ -189,7 +191,8 @@ def cmd_bench(args) -> int:
 
 def summary_table(report: dict) -> str:
     """The short end-of-run table: passes fired, nodes, max error, latency."""
-    rows = [("model", report.get("model") or ""), ("capture", report["capture"].get("method", ""))]
+    rows = [("model", report.get("model") or ""), ("capture", report["capture"].get("method", "")),
+            ("backend", report.get("backend", "") + (f" ({report['backend_fallback']})" if report.get("backend_fallback") else ""))]
     fired = [f"{r['name']}({', '.join(f'{k} {v}' for k, v in r['stats'].items() if v)})" for r in report.get("passes", []) if r["status"] == "fired"]
     rows.append(("passes fired", ", ".join(fired) or "none"))
     bad = [f"{r['name']}: {r['status']} ({r['reason']})" for r in report.get("passes", []) if r["status"] in ("rolled back", "failed")]

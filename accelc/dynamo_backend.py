@@ -68,7 +68,7 @@ def accelc_backend(gm: torch.fx.GraphModule, example_inputs: list, **kwargs):
         real_inputs = tuple(example_inputs[i] for i in real)
         device = real_inputs[0].device if real_inputs else torch.device("cpu")
         with torch.no_grad():
-            fast = accelerate(frozen, real_inputs, device=device)
+            fast = accelerate(frozen, real_inputs, backend="torch", device=device)
     except Exception as exc:  # never break the user's torch.compile: fall back to the eager graph
         log.warning("accelc backend: falling back to the unmodified graph: %s: %s", type(exc).__name__, exc)
         return gm.forward

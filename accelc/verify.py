@@ -27,6 +27,15 @@ def tolerance(dtype: torch.dtype) -> tuple[float, float]:
     return TOLERANCES.get(dtype, (0.0, 0.0))
 
 
+def tolerance_for_precision(precision: str):
+    """The tolerance function for a compilation at ``precision``: lowering to fp16/bf16 on purpose
+    is judged by the lowered dtype's tolerance even where the outputs stay fp32."""
+    if precision == "fp32":
+        return tolerance
+    lowered = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return lambda dtype: tolerance(lowered) if dtype.is_floating_point else tolerance(dtype)
+
+
 @dataclass
 class Comparison:
     ok: bool

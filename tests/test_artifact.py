@@ -24,8 +24,11 @@ def test_round_trip(fast, tmp_path):
     loaded, module = fast
     out = tmp_path / "out"
     module.save(str(out))
-    assert sorted(os.listdir(out)) == ["fingerprint.json", "model.pt2", "report.html", "report.json"]
+    files = set(os.listdir(out))
+    assert {"fingerprint.json", "model.pt2", "report.html", "report.json"} <= files
     report = json.loads((out / "report.json").read_text())
+    assert report["backend"] in ("torch", "onnxruntime")
+    assert ("model.onnx" in files) == (report["backend"] == "onnxruntime")
     assert report["fingerprint"]["torch"] == torch.__version__
     assert "<svg" in (out / "report.html").read_text()
     again = accelc.load(str(out))
