@@ -1,0 +1,1 @@
+"""ONNX export of an optimised graph and the ONNX-level pass API."""

@@ -1,0 +1,152 @@
+"""Export an optimised ATen-level ``fx.GraphModule`` to ONNX.
+
+    gm ─torch.export (non-strict, dim 0 dynamic)─► ExportedProgram ─torch.onnx (dynamo)─► ONNX
+     └─ dynamo exporter fails ─► torch.onnx TorchScript exporter on the graph module, reason kept
+
+The batch dimension (dim 0 of every tensor input) is exported as dynamic where the model allows
+it; when ``torch.export`` refuses (the graph specialises on the batch size) the export is redone
+with static shapes and the record says why. ``static=True`` pins every shape from the start.
+Models whose weights exceed 2 GB are saved with external data (protobuf's 2 GB limit).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import onnx
+import torch
+import torch.fx
+
+from ..errors import AccelcError
+from ..source import first_line
+
+log = logging.getLogger(__name__)
+
+OPSET = 20  # Gelu is an operator from opset 20 on; lower opsets spell it with Erf
+TWO_GB = 2 * 1024**3
+
+
+class OnnxExportError(AccelcError):
+    """Neither ONNX exporter could export the graph."""
+
+
+@dataclass
+class OnnxExport:
+    """An exported model and how it came to be."""
+
+    model: onnx.ModelProto
+    exporter: str  # "dynamo" | "torchscript"
+    dynamic_batch: bool
+    input_names: list[str]
+    output_names: list[str]
+    opset: int
+    seconds: float
+    attempts: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "exporter": self.exporter, "dynamic_batch": self.dynamic_batch, "opset": self.opset,
+            "seconds": round(self.seconds, 3), "attempts": self.attempts,
+            "inputs": self.input_names, "outputs": self.output_names,
+        }
+
+
+def _batch_dynamic_shapes(inputs: tuple):
+    """``Dim.AUTO`` on dim 0 of every tensor input: dynamic unless the graph pins it."""
+    auto = torch.export.Dim.AUTO
+    return tuple({0: auto} if isinstance(x, torch.Tensor) and x.dim() > 0 else None for x in inputs)
+
+
+def _double_batch(x):
+    if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == 1:
+        return torch.cat([x, x])
+    return x
+
+
+def _has_dynamic_batch(model: onnx.ModelProto) -> bool:
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].dim_param:
+            return True
+    return False
+
+
+def _dynamo_export(gm: torch.fx.GraphModule, inputs: tuple, static: bool, opset: int) -> onnx.ModelProto:
+    dynamic = None if static else _batch_dynamic_shapes(inputs)
+    if dynamic is not None:
+        # torch.export specialises a size-1 dimension (the 0/1 rule), so a batch-1 example
+        # would pin the batch; trace on a batch of 2 instead. The caller verifies at batch 1.
+        inputs = tuple(_double_batch(x) for x in inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(gm, tuple(inputs), dynamic_shapes=dynamic, strict=False)
+        onnx_program = torch.onnx.export(program, tuple(inputs), dynamo=True, opset_version=opset, optimize=True, verbose=False)
+    return onnx_program.model_proto
+
+
+def _torchscript_export(gm: torch.fx.GraphModule, inputs: tuple, static: bool, opset: int, workdir: str) -> onnx.ModelProto:
+    names = [f"input_{i}" for i in range(len(inputs))]
+    axes = None if static else {n: {0: "batch"} for n, x in zip(names, inputs) if isinstance(x, torch.Tensor) and x.dim() > 0}
+    path = os.path.join(workdir, "torchscript_export.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(gm, tuple(inputs), path, dynamo=False, opset_version=opset, input_names=names, dynamic_axes=axes)
+    return onnx.load(path)
+
+
+def export_graph(
+    gm: torch.fx.GraphModule, inputs: tuple, workdir: str, static: bool = False, opset: int = OPSET
+) -> OnnxExport:
+    """Export ``gm`` on ``inputs``; raises :class:`OnnxExportError` only when both exporters fail."""
+    os.makedirs(workdir, exist_ok=True)
+    attempts: list[str] = []
+    start = time.perf_counter()
+    tries = [("dynamo", False)] if static else [("dynamo", False), ("dynamo", True)]
+    for exporter, pinned in tries:
+        try:
+            model = _dynamo_export(gm, inputs, static or pinned, opset)
+            return _result(model, "dynamo", start, attempts, opset)
+        except Exception as exc:  # the exporters raise many types; each means "try the next way"
+            label = "dynamo (static shapes)" if (static or pinned) else "dynamo (dynamic batch)"
+            attempts.append(f"{label}: {first_line(exc)}")
+            log.debug("ONNX export %s failed", label, exc_info=True)
+    try:
+        model = _torchscript_export(gm, inputs, static, opset, workdir)
+        return _result(model, "torchscript", start, attempts, opset)
+    except Exception as exc:
+        attempts.append(f"torchscript: {first_line(exc)}")
+        log.debug("ONNX export torchscript failed", exc_info=True)
+    raise OnnxExportError("could not export the graph to ONNX: " + "; ".join(attempts))
+
+
+def _result(model: onnx.ModelProto, exporter: str, start: float, attempts: list[str], opset: int) -> OnnxExport:
+    return OnnxExport(
+        model=model, exporter=exporter, dynamic_batch=_has_dynamic_batch(model),
+        input_names=[v.name for v in model.graph.input], output_names=[v.name for v in model.graph.output],
+        opset=opset, seconds=time.perf_counter() - start, attempts=attempts,
+    )
+
+
+def save_model(model: onnx.ModelProto, path: str) -> None:
+    """Write ``model`` to ``path``; weights go to ``<name>.data`` beside it above 2 GB."""
+    big = model.ByteSize() > TWO_GB if _fits_protobuf(model) else True
+    if big:
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=os.path.basename(path) + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, path)
+
+
+def _fits_protobuf(model: onnx.ModelProto) -> bool:
+    try:
+        model.ByteSize()
+        return True
+    except Exception:  # ByteSize itself fails past protobuf's limit
+        return False
+
+
+__all__ = ["export_graph", "save_model", "OnnxExport", "OnnxExportError", "OPSET"]

@@ -1,0 +1,92 @@
+"""Run the ONNX passes on an exported model, each checked in ONNX Runtime against the reference.
+
+    ONNX model ─► for each pass in ONNX_PIPELINE: copy → pass → ORT (CPU) on the example inputs
+                  → same answers as the graph module? keep : roll back, record why
+
+Like the fx pass manager, a pass that changes the outputs never reaches the user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import torch
+
+from ..pass_base import PassResult
+from ..source import first_line
+from ..verify import compare_outputs, tolerance
+from .export import save_model
+from .pass_base import OnnxPassContext, discover_onnx_passes
+
+log = logging.getLogger(__name__)
+
+# Order matters: attention first (it needs the exporter's own Add/MatMul layout around the
+# softmax); bias + GELU before SkipLayerNormalization, whose contrib outputs ONNX shape inference
+# cannot type, leaving the bias rule without the shapes it checks; precision last.
+ONNX_PIPELINE = ["fuse_attention", "fuse_bias_gelu", "fuse_skip_layer_norm", "convert_fp16"]
+
+
+def run_in_ort(model: onnx.ModelProto, inputs: tuple, arg_names: list[str], workdir: str) -> list[torch.Tensor]:
+    """Outputs of ``model`` in a CPU InferenceSession (graph optimisation ALL), as torch tensors."""
+    import onnxruntime as ort
+
+    from ..runtime.onnxruntime import session_options
+
+    path = os.path.join(workdir, "candidate.onnx")
+    save_model(model, path)
+    session = ort.InferenceSession(path, sess_options=session_options(), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for i, value in enumerate(session.get_inputs()):
+        index = arg_names.index(value.name) if value.name in arg_names else i
+        feeds[value.name] = inputs[index].detach().cpu().numpy()
+    return [torch.from_numpy(np.ascontiguousarray(o)) for o in session.run(None, feeds)]
+
+
+def optimize_onnx(model: onnx.ModelProto, inputs: tuple, reference: list, meta: dict, precision: str,
+                  workdir: str, pass_names: list[str] | None = None,
+                  device: str = "cpu") -> tuple[onnx.ModelProto, list[dict]]:
+    """Apply the ONNX passes in order; returns the model and one record per pass."""
+    registry = discover_onnx_passes()
+    names = [n for n in (pass_names if pass_names is not None else ONNX_PIPELINE) if n in registry]
+    ctx = OnnxPassContext(precision=precision, device=device)
+    tol = tolerance if precision == "fp32" else _half_tolerance(precision)
+    records = []
+    for name in names:
+        ctx.current_pass = name
+        start = time.perf_counter()
+        record: dict = {"name": name, "modified": False, "stats": {}, "status": "unchanged"}
+        candidate = ir.serde.deserialize_model(model)  # a fresh copy: the pass edits it in place
+        try:
+            result: PassResult = registry[name]()(candidate, ctx)
+            record["stats"], record["modified"] = result.stats, result.modified
+            if result.modified:
+                proto = ir.serde.serialize_model(candidate)
+                check = compare_outputs(run_in_ort(proto, inputs, meta["arg_names"], workdir), reference, tol)
+                record["max_abs_error"] = check.max_abs_error
+                if check.ok:
+                    model, record["status"] = proto, "applied"
+                else:
+                    record["status"] = f"rolled back: {check.message}"
+        except Exception as exc:  # a pass or ORT failing on its output: keep the previous model
+            record["status"] = f"rolled back: {first_line(exc)}"
+            log.debug("ONNX pass %s failed", name, exc_info=True)
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        records.append(record)
+        if record["status"].startswith("rolled back"):
+            log.info("accelc: ONNX pass %s %s", name, record["status"])
+    if ctx.refusals:
+        records.append({"name": "refusals", "items": [r.__dict__ for r in ctx.refusals]})
+    return model, records
+
+
+def _half_tolerance(precision: str):
+    low = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return lambda dtype: tolerance(low) if dtype.is_floating_point else tolerance(dtype)
+
+
+__all__ = ["optimize_onnx", "run_in_ort", "ONNX_PIPELINE"]

@@ -1,0 +1,134 @@
+"""Partial export: ops ONNX cannot express stay in PyTorch, the rest runs in ONNX Runtime.
+
+    gm ──capability split──► [ORT part] → [torch part: custom op] → [ORT part]
+        (CapabilityBasedPartitioner: maximal connected groups of exportable nodes, each fused
+         into a submodule, exported on its own and replaced by an OrtRuntime)
+
+An op is exportable when it is an ATen/prims op (the exporter translates or decomposes every
+one of those) or any op with an ONNX translation in torch.onnx's registry. Everything else (a
+``torch.library`` custom op, an op of an extension) keeps its node, and the report names the op
+and the user's source line.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+import torch
+import torch.fx
+from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
+from torch.fx.passes.operator_support import OperatorSupportBase
+
+from ..source import node_location
+
+log = logging.getLogger(__name__)
+
+_BUILTIN_NAMESPACES = ("aten", "prims")
+
+
+@functools.lru_cache(maxsize=1)
+def _onnx_registry():
+    from torch.onnx._internal.exporter._registration import ONNXRegistry
+
+    return ONNXRegistry.from_torchlib()
+
+
+def is_exportable(node: torch.fx.Node) -> bool:
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload):
+        return True  # operator.getitem and friends: the exporter handles Python builtins
+    if target.namespace in _BUILTIN_NAMESPACES:
+        return True
+    return _onnx_registry().is_registered(target)
+
+
+def unexportable_nodes(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "call_function" and not is_exportable(n)]
+
+
+class _Exportable(OperatorSupportBase):
+    def is_node_supported(self, submodules, node: torch.fx.Node) -> bool:
+        return node.op == "call_function" and is_exportable(node)
+
+
+def describe(nodes: list[torch.fx.Node]) -> list[dict]:
+    return [{"op": str(n.target), "node": n.name, "location": node_location(n)} for n in nodes]
+
+
+def _inline_constants(parent: torch.fx.GraphModule, call: torch.fx.Node, sub: torch.fx.GraphModule) -> None:
+    """Move weights (``get_attr`` arguments) into the submodule, so they export as initializers."""
+    placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
+    keep = []
+    for arg, ph in zip(call.args, placeholders):
+        if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
+            name = f"_const_{len(keep)}_{ph.name}"
+            sub.register_buffer(name, functools.reduce(getattr, arg.target.split("."), parent), persistent=True)
+            with sub.graph.inserting_before(ph):
+                const = sub.graph.get_attr(name)
+            const.meta = dict(ph.meta)
+            ph.replace_all_uses_with(const)
+            sub.graph.erase_node(ph)
+        else:
+            keep.append(arg)
+    call.args = tuple(keep)
+    sub.recompile()
+
+
+def split_for_onnx(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, list[str]]:
+    """Fuse exportable regions of (a copy of) ``gm`` into ``fused_N`` submodules; their names."""
+    import copy
+
+    gm = copy.deepcopy(gm)
+    partitioner = CapabilityBasedPartitioner(gm, _Exportable(), allows_single_node_partition=True)
+    split = partitioner.fuse_partitions(partitioner.propose_partitions())
+    names = []
+    for node in list(split.graph.nodes):
+        if node.op == "call_module" and node.target.startswith("fused_"):
+            _inline_constants(split, node, getattr(split, node.target))
+            names.append(node.target)
+    split.graph.eliminate_dead_code()
+    split.delete_all_unused_submodules()
+    split.recompile()
+    return split, names
+
+
+def submodule_inputs(split: torch.fx.GraphModule, names: list[str], inputs: tuple) -> dict[str, tuple]:
+    """Example inputs of each fused submodule, recorded by running the split graph once."""
+    seen: dict[str, tuple] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def call_module(self, target, args, kwargs):
+            if target in names and target not in seen:
+                seen[target] = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
+            return super().call_module(target, args, kwargs)
+
+    # no_grad, not inference_mode: torch.export refuses inference tensors as example inputs.
+    with torch.no_grad():
+        Recorder(split).run(*inputs)
+    return seen
+
+
+def build_partial(gm: torch.fx.GraphModule, inputs: tuple, device, precision: str, workdir: str,
+                  static: bool, unsupported: list[torch.fx.Node]):
+    """Each exportable region becomes an OrtRuntime inside a torch GraphModule; returns (module, report)."""
+    from ..runtime.onnxruntime import build_onnx_runtime
+
+    split, names = split_for_onnx(gm)
+    examples = submodule_inputs(split, names, inputs)
+    parts = {}
+    for name in names:
+        sub = getattr(split, name)
+        runtime, part_report = build_onnx_runtime(sub, examples[name], device, precision,
+                                                  os.path.join(workdir, name), static=static)
+        setattr(split, name, runtime)  # call_module now calls ONNX Runtime
+        parts[name] = part_report
+    report = {"partial": True, "kept_in_pytorch": describe(unsupported), "onnx_parts": parts}
+    for item in report["kept_in_pytorch"]:
+        log.info("accelc: %s stays in PyTorch (ONNX cannot express it)%s", item["op"],
+                 f" at {item['location']}" if item["location"] else "")
+    return split, report
+
+
+__all__ = ["is_exportable", "unexportable_nodes", "split_for_onnx", "build_partial"]

@@ -1,0 +1,276 @@
+"""The ONNX Runtime runtime: an exported graph run by ``onnxruntime.InferenceSession``.
+
+    gm ─export─► ONNX ─ONNX passes (each verified in ORT)─► model.onnx ─► InferenceSession
+                                                                  (TensorRT → CUDA → CPU EP)
+
+``OrtRuntime`` is a ``torch.nn.Module``: it takes and returns torch tensors, in the same output
+structure as the graph module it replaces. On CUDA it binds torch's device buffers directly
+(IO binding, no host round trip) and, where shapes are static, lets ORT replay a CUDA graph.
+A provider that fails to initialise falls back to the next one, and the record says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import onnx
+import torch
+import torch.fx
+from torch.utils import _pytree as pytree
+
+from ..errors import ArtifactError
+from ..onnx.export import OnnxExport, export_graph, save_model
+from ..source import first_line
+from ..verify import compare_outputs, tolerance
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+META_FILE = "onnx_runtime.json"
+TRT_CACHE = "trt_cache"
+
+_NP_OF_TORCH = {
+    torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64, torch.int64: np.int64,
+    torch.int32: np.int32, torch.bool: np.bool_, torch.int8: np.int8, torch.uint8: np.uint8,
+}
+_TORCH_OF_ORT = {
+    "tensor(float)": torch.float32, "tensor(float16)": torch.float16, "tensor(double)": torch.float64,
+    "tensor(int64)": torch.int64, "tensor(int32)": torch.int32, "tensor(bool)": torch.bool,
+    "tensor(int8)": torch.int8, "tensor(uint8)": torch.uint8, "tensor(bfloat16)": torch.bfloat16,
+}
+
+
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+def provider_plan(device: torch.device, folder: str, precision: str = "fp32") -> list[tuple[str, dict]]:
+    """Providers to try, best first, among those this onnxruntime build has."""
+    available = set(_ort().get_available_providers())
+    plan: list[tuple[str, dict]] = []
+    if device.type == "cuda":
+        index = device.index or 0
+        if "TensorrtExecutionProvider" in available:
+            plan.append(("TensorrtExecutionProvider", {
+                "device_id": index, "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": os.path.join(folder, TRT_CACHE),
+                "trt_fp16_enable": precision == "fp16",
+            }))
+        if "CUDAExecutionProvider" in available:
+            plan.append(("CUDAExecutionProvider", {"device_id": index}))
+    plan.append(("CPUExecutionProvider", {}))
+    return plan
+
+
+def session_options(threads: int | None = None):
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Explicit, not ORT's default of every core: the process may share the machine with torch.
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return options
+
+
+def open_session(model_path: str, device: torch.device, folder: str, precision: str = "fp32",
+                 cuda_graph: bool = False, threads: int | None = None):
+    """An InferenceSession on the best provider that initialises; returns (session, record)."""
+    ort = _ort()
+    plan = provider_plan(device, folder, precision)
+    record: dict = {"tried": [], "used": None, "fallbacks": []}
+    attempts = []
+    for start in range(len(plan)):
+        chain = [(name, dict(opts)) for name, opts in plan[start:]]
+        if cuda_graph and chain[0][0] == "CUDAExecutionProvider":
+            # ORT replays a CUDA graph only when every node runs on the CUDA EP, with fixed
+            # buffers (IO binding); a graph it refuses gets the same EP without the CUDA graph.
+            attempts.append([(n, dict(o, enable_cuda_graph="1") if n == "CUDAExecutionProvider" else o) for n, o in chain])
+        attempts.append(chain)
+    for chain in attempts:
+        wanted = chain[0][0]
+        record["tried"].append(wanted)
+        if wanted == "TensorrtExecutionProvider":
+            os.makedirs(chain[0][1]["trt_engine_cache_path"], exist_ok=True)
+        try:
+            session = ort.InferenceSession(model_path, sess_options=session_options(threads),
+                                           providers=[n for n, _ in chain], provider_options=[o for _, o in chain])
+        except Exception as exc:  # a provider's library or options failed: try the next one
+            record["fallbacks"].append(f"{wanted}: {first_line(exc)}")
+            log.info("onnxruntime: %s failed to initialise (%s); trying the next provider", wanted, first_line(exc))
+            continue
+        active = session.get_providers()
+        if active[0] != wanted:
+            # ORT drops a provider whose shared library does not load, with only a log line.
+            record["fallbacks"].append(f"{wanted}: not active after session creation (ORT chose {active[0]})")
+        record["used"] = active[0]
+        record["active"] = active
+        record["cuda_graph"] = active[0] == "CUDAExecutionProvider" and any(o.get("enable_cuda_graph") == "1" for _, o in chain)
+        return session, record
+    raise ArtifactError(f"onnxruntime could not open {model_path} on any provider: {'; '.join(record['fallbacks'])}")
+
+
+class OrtRuntime(torch.nn.Module):
+    """Runs an ONNX model in ONNX Runtime; torch tensors in, torch tensors out."""
+
+    def __init__(self, model_path: str, device: torch.device, meta: dict, precision: str = "fp32",
+                 threads: int | None = None):
+        super().__init__()
+        self.model_path = model_path
+        self.device = torch.device(device)
+        self.meta = meta
+        self.precision = precision
+        self.out_spec = pytree.treespec_loads(meta["out_spec"]) if meta.get("out_spec") else None
+        on_cuda = self.device.type == "cuda"
+        self.cuda_graph = bool(on_cuda and meta.get("static"))
+        folder = os.path.dirname(os.path.abspath(model_path))
+        self.session, self.providers = open_session(model_path, self.device, folder, precision, self.cuda_graph, threads)
+        self.cuda_graph = self.providers.get("cuda_graph", False)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_types = [_TORCH_OF_ORT.get(o.type, torch.float32) for o in self.session.get_outputs()]
+        # Position of each session input among forward()'s arguments (the exporter may drop unused ones).
+        self.arg_index = [meta["arg_names"].index(n) if n in meta.get("arg_names", []) else i
+                          for i, n in enumerate(self.input_names)]
+        self.io_binding = on_cuda and self.providers["used"] != "CPUExecutionProvider"
+        self._graph_buffers: tuple[list, list] | None = None
+
+    def _pack(self, flat: list):
+        return pytree.tree_unflatten(flat, self.out_spec) if self.out_spec is not None else tuple(flat)
+
+    def forward(self, *args):
+        feeds = [args[i] for i in self.arg_index]
+        if self.io_binding:
+            return self._pack(self._run_bound(feeds))
+        arrays = {n: _to_numpy(x) for n, x in zip(self.input_names, feeds)}
+        outs = self.session.run(self.output_names, arrays)
+        return self._pack([torch.from_numpy(np.ascontiguousarray(o)) for o in outs])
+
+    def _output_shapes(self, feeds: list) -> list[tuple]:
+        batch = feeds[0].shape[0] if feeds and feeds[0].dim() > 0 else None
+        shapes = []
+        for shape in self.meta["output_shapes"]:
+            shape = list(shape)
+            if self.meta.get("dynamic_batch") and shape and batch is not None:
+                shape[0] = batch
+            shapes.append(tuple(shape))
+        return shapes
+
+    def _run_bound(self, feeds: list) -> list[torch.Tensor]:
+        """IO binding on torch CUDA buffers; with a CUDA graph, the same buffers every call."""
+        feeds = [x.to(self.device).contiguous() for x in feeds]
+        if self.cuda_graph:
+            if self._graph_buffers is None:
+                ins = [torch.empty_like(x) for x in feeds]
+                outs = [torch.empty(s, dtype=t, device=self.device) for s, t in zip(self._output_shapes(feeds), self.output_types)]
+                self._graph_buffers = (ins, outs)
+            ins, outs = self._graph_buffers
+            for buf, x in zip(ins, feeds):
+                buf.copy_(x)
+        else:
+            ins = feeds
+            outs = [torch.empty(s, dtype=t, device=self.device) for s, t in zip(self._output_shapes(feeds), self.output_types)]
+        binding = self.session.io_binding()
+        index = self.device.index or 0
+        for name, x in zip(self.input_names, ins):
+            binding.bind_input(name, "cuda", index, _NP_OF_TORCH[x.dtype], tuple(x.shape), x.data_ptr())
+        for name, y in zip(self.output_names, outs):
+            binding.bind_output(name, "cuda", index, _NP_OF_TORCH[y.dtype], tuple(y.shape), y.data_ptr())
+        torch.cuda.current_stream(self.device).synchronize()
+        self.session.run_with_iobinding(binding)
+        return [y.clone() for y in outs] if self.cuda_graph else outs
+
+    def save(self, folder: str) -> None:
+        """Write model.onnx (+ external data above 2 GB) and the runtime's metadata into ``folder``."""
+        os.makedirs(folder, exist_ok=True)
+        target = os.path.join(folder, MODEL_FILE)
+        if os.path.abspath(target) != os.path.abspath(self.model_path):
+            save_model(onnx.load(self.model_path), target)
+        with open(os.path.join(folder, META_FILE), "w") as f:
+            json.dump(self.meta, f, indent=2)
+
+
+def load_onnx_runtime(folder: str, device: str | torch.device = "cpu") -> OrtRuntime:
+    """Open ``folder``/model.onnx with the metadata saved beside it."""
+    path, meta_path = os.path.join(folder, MODEL_FILE), os.path.join(folder, META_FILE)
+    for needed in (path, meta_path):
+        if not os.path.exists(needed):
+            raise ArtifactError(f"{needed} is missing; save the artifact again with --backend onnxruntime")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    return OrtRuntime(path, torch.device(device), meta, meta.get("precision", "fp32"))
+
+
+def _to_numpy(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu").contiguous().numpy()
+    return np.asarray(x)
+
+
+def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, precision: str, workdir: str,
+                       static: bool = False) -> tuple[torch.nn.Module, dict]:
+    """Export ``gm``, run the ONNX passes (each verified in ORT), open a session; return it and its report.
+
+    The module is an :class:`OrtRuntime`, or, when some op cannot be exported (report["partial"]),
+    a ``torch.fx.GraphModule`` whose exportable regions are OrtRuntime submodules.
+    """
+    from ..onnx.optimize import optimize_onnx
+    from ..onnx.partial import build_partial, unexportable_nodes
+
+    start = time.perf_counter()
+    device = torch.device(device)
+    os.makedirs(workdir, exist_ok=True)
+    unsupported = unexportable_nodes(gm)
+    if unsupported:
+        module, report = build_partial(gm, example_inputs, device, precision, workdir, static, unsupported)
+        report["seconds"] = round(time.perf_counter() - start, 3)
+        return module, report
+    inputs = tuple(x.to("cpu") if isinstance(x, torch.Tensor) else x for x in example_inputs)
+    with torch.inference_mode():
+        reference = gm.to("cpu")(*inputs)
+    flat_ref, spec = pytree.tree_flatten(reference)
+    exported: OnnxExport = export_graph(gm, inputs, workdir, static=static)
+    meta = {
+        "arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"],
+        "out_spec": pytree.treespec_dumps(spec),
+        "output_shapes": [list(t.shape) for t in flat_ref],
+        "dynamic_batch": exported.dynamic_batch,
+        "static": not exported.dynamic_batch,
+        "precision": precision,
+        "exporter": exported.exporter,
+    }
+    if exported.exporter == "torchscript":
+        meta["arg_names"] = [f"input_{i}" for i in range(len(inputs))]
+    model, pass_report = optimize_onnx(exported.model, inputs, flat_ref, meta, precision, workdir, device=device.type)
+    path = os.path.join(workdir, MODEL_FILE)
+    save_model(model, path)
+    runtime = OrtRuntime(path, device, meta, precision)
+    check = compare_outputs(runtime(*[x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]),
+                            reference, _tolerance_for(precision))
+    report = {
+        "export": exported.as_dict(),
+        "opset": exported.opset,
+        "providers": runtime.providers,
+        "onnx_passes": pass_report,
+        "nodes": {"exported": len(exported.model.graph.node), "optimised": len(model.graph.node)},
+        "verification": check.as_dict(),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    return runtime, report
+
+
+def _tolerance_for(precision: str):
+    if precision == "fp32":
+        return tolerance
+    low = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return lambda dtype: tolerance(low) if dtype.is_floating_point else tolerance(dtype)
+
+
+__all__ = ["OrtRuntime", "build_onnx_runtime", "load_onnx_runtime", "provider_plan", "open_session"]

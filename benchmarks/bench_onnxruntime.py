@@ -1,0 +1,184 @@
+"""ONNX Runtime benchmark: eager vs ORT on a plain export vs ORT + onnxruntime.transformers
+optimizer (dynamo and TorchScript exports) vs accelc's ORT path, per sample, batch and sequence.
+
+    python benchmarks/bench_onnxruntime.py --json benchmarks/results/onnxruntime_cpu.json
+    python benchmarks/bench_onnxruntime.py --small --samples bert,vit --batches 1 --seqs 16 --seconds 0.5
+
+Every system of one configuration is timed in the same run, in interleaved rounds
+(accelc.timing.compare_latency), so the medians are comparable. For each ORT model the script
+also records the max error against eager and attention found / present (fused Attention or
+MultiHeadAttention nodes vs the Softmax-based attention blocks of the plain export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "samples"))
+
+from accelc.capture import capture  # noqa: E402
+from accelc.runtime.onnxruntime import build_onnx_runtime, session_options  # noqa: E402
+from accelc.timing import compare_latency  # noqa: E402
+from accelc.verify import compare_outputs, flat_outputs  # noqa: E402
+
+MODEL_TYPE = {"bert": "bert", "gpt2": "gpt2", "vit": "vit"}
+SEQ_SAMPLES = ("bert", "gpt2")
+ATTENTION_OPS = ("Attention", "MultiHeadAttention", "PackedAttention", "GroupQueryAttention")
+
+
+def make_inputs(name: str, module, small: bool, batch: int, seq: int | None) -> tuple:
+    base = tuple(module.get_inputs(small=small))
+    if name in SEQ_SAMPLES and seq is not None:
+        vocab = module.get_config(small).vocab_size
+        g = torch.Generator().manual_seed(1)
+        ids = torch.randint(0, vocab, (batch, seq), generator=g)
+        if name == "bert":
+            mask = torch.ones(batch, seq, dtype=torch.int64)
+            mask[:, seq - max(1, seq // 16):] = 0
+            return ids, mask, torch.zeros(batch, seq, dtype=torch.int64)
+        return (ids,)
+    return tuple(torch.cat([x] * batch) if x.dim() > 0 else x for x in base)
+
+
+def ort_callable(path: str, names: list[str]):
+    session = ort.InferenceSession(path, sess_options=session_options(), providers=["CPUExecutionProvider"])
+    wanted = [i.name for i in session.get_inputs()]
+
+    def run(*args):
+        feeds = {n: a.numpy() for n, a in zip(names, args) if n in wanted}
+        return [torch.from_numpy(np.ascontiguousarray(o)) for o in session.run(None, feeds)]
+
+    return run
+
+
+def attention_counts(path: str) -> int:
+    model = onnx.load(path, load_external_data=False)
+    return sum(1 for n in model.graph.node if n.op_type in ATTENTION_OPS)
+
+
+def export_plain(model, inputs, path: str, dynamo: bool, names: list[str]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(model, inputs, dynamo=True, opset_version=20).save(path)
+        else:
+            torch.onnx.export(model, inputs, path, dynamo=False, opset_version=17, input_names=names)
+
+
+def transformers_optimized(src: str, dst: str, sample: str, config) -> str:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 0)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
+    optimized = optimize_model(src, model_type=MODEL_TYPE[sample], num_heads=heads, hidden_size=hidden)
+    optimized.save_model_to_file(dst)
+    return dst
+
+
+def bench_one(sample: str, small: bool, batch: int, seq: int | None, seconds: float, workdir: str) -> dict:
+    import importlib
+
+    module = importlib.import_module(sample)
+    model = module.get_model(small=small).eval()
+    inputs = make_inputs(sample, module, small, batch, seq)
+    names = [f"input_{i}" for i in range(len(inputs))]
+    names_dynamo = list(model.forward.__code__.co_varnames[1:1 + len(inputs)])
+    with torch.inference_mode():
+        expected = flat_outputs(model(*inputs))
+    systems, notes, attention = {"eager": model}, {}, {}
+    tag = f"{sample}_b{batch}_s{seq}"
+
+    plain = os.path.join(workdir, f"{tag}_dynamo.onnx")
+    export_plain(model, inputs, plain, True, names_dynamo)
+    present = sum(1 for n in onnx.load(plain, load_external_data=False).graph.node if n.op_type == "Softmax")
+    systems["ort_default"] = ort_callable(plain, names_dynamo)
+    if sample in MODEL_TYPE:
+        config = module.get_config(small)
+        for exporter in ("dynamo", "torchscript"):
+            key = f"ort_transformers_{exporter}"
+            try:
+                src = plain
+                if exporter == "torchscript":
+                    src = os.path.join(workdir, f"{tag}_ts.onnx")
+                    export_plain(model, inputs, src, False, names)
+                dst = transformers_optimized(src, os.path.join(workdir, f"{tag}_{exporter}_opt.onnx"), sample, config)
+                systems[key] = ort_callable(dst, names_dynamo if exporter == "dynamo" else names)
+                attention[key] = attention_counts(dst)
+            except Exception as exc:  # the optimizer fails outright on some exports: record it
+                notes[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+    start = time.perf_counter()
+    gm = capture(model, inputs).graph_module
+    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", os.path.join(workdir, f"{tag}_accelc"))
+    systems["accelc_ort"] = runtime
+    build_seconds = time.perf_counter() - start
+    passes = {r["name"]: r.get("stats", {}) for r in report.get("onnx_passes", []) if "stats" in r}
+    attention["accelc_ort"] = passes.get("fuse_attention", {}).get("fused", 0)
+
+    errors = {}
+    for key, fn in systems.items():
+        with torch.inference_mode():
+            got = flat_outputs(fn(*inputs))
+        errors[key] = compare_outputs(got, expected).max_abs_error
+    timings = compare_latency(systems, [inputs], seconds=seconds)
+    eager_ms = timings["eager"].median_ms
+    baselines = [timings[k].median_ms for k in timings if k.startswith("ort_")]
+    return {
+        "sample": sample, "small": small, "batch": batch, "seq": seq,
+        "median_ms": {k: round(t.median_ms, 3) for k, t in timings.items()},
+        "speedup_vs_eager": {k: round(eager_ms / t.median_ms, 3) for k, t in timings.items()},
+        "accelc_vs_best_ort": round(min(baselines) / timings["accelc_ort"].median_ms, 3) if baselines else None,
+        "max_abs_error": errors,
+        "attention_present": present,
+        "attention_found": attention,
+        "provider": report.get("providers", {}).get("used"),
+        "accelc_passes": passes,
+        "accelc_build_seconds": round(build_seconds, 2),
+        "notes": notes,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", default="bert,gpt2,vit,resnet50")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--seqs", default="128,512", help="sequence lengths for bert and gpt2")
+    parser.add_argument("--small", action="store_true", help="small variants (a quick check that the script works)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timing budget per configuration")
+    parser.add_argument("--json", default=None, help="write results here")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    results = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for sample in args.samples.split(","):
+            seqs = [int(s) for s in args.seqs.split(",")] if sample in SEQ_SAMPLES else [None]
+            for batch in (int(b) for b in args.batches.split(",")):
+                for seq in seqs:
+                    row = bench_one(sample, args.small, batch, seq, args.seconds, workdir)
+                    results.append(row)
+                    print(json.dumps({k: row[k] for k in ("sample", "batch", "seq", "median_ms", "accelc_vs_best_ort",
+                                                         "attention_present", "attention_found")}), flush=True)
+    out = {"torch": torch.__version__, "onnxruntime": ort.__version__, "machine": platform.machine(),
+           "threads": torch.get_num_threads(), "results": results}
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

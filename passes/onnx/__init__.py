@@ -1,0 +1,1 @@
+"""Built-in ONNX-level passes (entry-point group ``accelc.onnx_passes``)."""

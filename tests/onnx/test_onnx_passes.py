@@ -1,0 +1,125 @@
+"""Each ONNX pass: fires on an exported small sample, leaves a non-matching graph alone, and the
+model gives the same answers in ONNX Runtime."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+import pytest
+import torch
+
+from accelc.onnx.optimize import run_in_ort
+from accelc.onnx.pass_base import OnnxPassContext, discover_onnx_passes
+from accelc.verify import compare_outputs, flat_outputs
+
+from onnx_samples import captured, exported, op_counts
+
+# pass -> (sample it must fire on, op type it must create, stat key, non-matching sample)
+CASES = {
+    "fuse_attention": ("bert", "Attention", "fused", "mlp"),
+    "fuse_skip_layer_norm": ("vit", "SkipLayerNormalization", "fused", "cnn"),
+    "fuse_bias_gelu": ("bert", "BiasGelu", "bias_gelu", "mlp"),
+}
+
+
+def _apply(name: str, proto, precision="fp32", device="cpu"):
+    model = ir.serde.deserialize_model(proto)
+    ctx = OnnxPassContext(precision=precision, device=device, current_pass=name)
+    result = discover_onnx_passes()[name]()(model, ctx)
+    return ir.serde.serialize_model(model), result, ctx
+
+
+def _eager(sample):
+    model, inputs, _ = captured(sample)
+    with torch.inference_mode():
+        return flat_outputs(model(*inputs))
+
+
+def test_onnx_passes_are_registered():
+    assert {"fuse_attention", "fuse_skip_layer_norm", "fuse_bias_gelu", "convert_fp16"} <= set(discover_onnx_passes())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_pass_fires_and_keeps_outputs(name, export_root, tmp_path):
+    sample, op, key, _ = CASES[name]
+    export = exported(sample, export_root)
+    new, result, _ = _apply(name, export.model)
+    assert result.modified and result.stats[key] >= 2, result
+    assert op_counts(new).get(op, 0) == result.stats[key]
+    _, inputs, gm = captured(sample)
+    arg_names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    got = run_in_ort(new, inputs, arg_names, str(tmp_path))
+    check = compare_outputs(got, _eager(sample))
+    assert check.ok, check.message
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_pass_leaves_non_matching_graph_alone(name, export_root):
+    other = CASES[name][3]
+    export = exported(other, export_root)
+    new, result, _ = _apply(name, export.model)
+    assert not result.modified, result
+    assert op_counts(new) == op_counts(export.model)
+
+
+@pytest.mark.parametrize("sample", ["bert", "gpt2", "vit"])
+def test_attention_found_in_every_block(sample, export_root):
+    export = exported(sample, export_root)
+    new, result, _ = _apply("fuse_attention", export.model)
+    fused = op_counts(new).get("Attention", 0) + op_counts(new).get("MultiHeadAttention", 0)
+    assert result.stats["attention_present"] == 2 == fused, result
+    assert op_counts(new).get("Softmax", 0) == 0
+
+
+@pytest.mark.parametrize("mask_kind", ["float", "bool"])
+def test_attention_fusion_matches_sdpa_export(tmp_path, mask_kind):
+    """The exporter's form of aten.scaled_dot_product_attention (what fuse_attention on the fx
+    graph produces) fuses as well as the eager matmul/softmax form; a boolean mask makes the
+    exporter add its IsNaN/Where guard around the softmax, which must fuse too."""
+    from accelc.capture import capture
+    from accelc.onnx.export import export_graph
+
+    class SelfAttention(torch.nn.Module):
+        def __init__(self, dim=32, heads=4):
+            super().__init__()
+            self.heads, self.qkv, self.out = heads, torch.nn.Linear(dim, 3 * dim), torch.nn.Linear(dim, dim)
+
+        def forward(self, x, mask):
+            b, s, d = x.shape
+            q, k, v = self.qkv(x).split(d, dim=-1)
+            q, k, v = (t.view(b, s, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return self.out(y.transpose(1, 2).reshape(b, s, d))
+
+    torch.manual_seed(0)
+    model = SelfAttention().eval()
+    if mask_kind == "bool":
+        mask = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+        mask[..., 6:] = False
+    else:
+        mask = torch.randn(1, 1, 8, 8)
+    inputs = (torch.randn(1, 8, 32), mask)
+    gm = capture(model, inputs).graph_module
+    export = export_graph(gm, inputs, str(tmp_path), static=True)
+    if mask_kind == "bool":
+        assert op_counts(export.model).get("IsNaN", 0) == 1
+    new, result, _ = _apply("fuse_attention", export.model)
+    assert result.stats["fused"] == result.stats["attention_present"] == 1, result
+    assert op_counts(new).get("Softmax", 0) == 0
+    got = run_in_ort(new, inputs, ["x", "mask"], str(tmp_path))
+    with torch.inference_mode():
+        assert compare_outputs(got, [model(*inputs)]).ok
+
+
+def test_fp16_refused_on_cpu_and_converts_for_cuda(export_root, tmp_path):
+    export = exported("mlp", export_root)
+    _, result, ctx = _apply("convert_fp16", export.model, precision="fp16", device="cpu")
+    assert not result.modified and ctx.refusals
+    new, result, _ = _apply("convert_fp16", export.model, precision="fp16", device="cuda")
+    assert result.modified
+    # I/O types are kept; weights are half.
+    assert [i.type.tensor_type.elem_type for i in new.graph.input] == [i.type.tensor_type.elem_type for i in export.model.graph.input]
+    assert any(t.data_type == 10 for t in new.graph.initializer)  # FLOAT16
+    _, inputs, gm = captured("mlp")
+    got = run_in_ort(new, inputs, [n.name for n in gm.graph.nodes if n.op == "placeholder"], str(tmp_path))
+    half = lambda dtype: (1e-2, 1e-2) if dtype.is_floating_point else (0.0, 0.0)  # noqa: E731
+    assert compare_outputs(got, _eager("mlp"), half).ok

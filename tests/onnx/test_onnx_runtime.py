@@ -1,0 +1,104 @@
+"""End to end: every small sample through build_onnx_runtime matches eager; model.onnx reloads in
+plain onnxruntime (no accelc) with eager's answers; the runtime reloads from its folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from accelc.runtime.onnxruntime import build_onnx_runtime, load_onnx_runtime, provider_plan
+from accelc.verify import compare_outputs, flat_outputs
+
+from onnx_samples import captured
+
+SAMPLES = ["mlp", "cnn", "resnet50", "bert", "gpt2", "vit"]
+
+PLAIN_ORT = """
+import json, sys, numpy as np, onnxruntime as ort
+folder = sys.argv[1]
+s = ort.InferenceSession(folder + "/model.onnx", providers=["CPUExecutionProvider"])
+feeds = {i.name: np.load(folder + "/in_" + i.name + ".npy") for i in s.get_inputs()}
+for k, out in enumerate(s.run(None, feeds)):
+    np.save(folder + f"/out_{k}.npy", out)
+print("accelc" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_sample_through_onnx_runtime_matches_eager(name, tmp_path):
+    model, inputs, gm = captured(name)
+    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path / "work"))
+    with torch.inference_mode():
+        expected = model(*inputs)
+    got = runtime(*inputs)
+    assert compare_outputs(got, expected).ok, compare_outputs(got, expected).message
+    assert type(got) is type(expected) or isinstance(expected, torch.Tensor)
+    assert report["providers"]["used"] == "CPUExecutionProvider"
+    assert report["export"]["exporter"] in ("dynamo", "torchscript")
+    json.dumps(report)  # the report section is plain data
+
+    # The artifact's model.onnx in plain onnxruntime, in a process that never imports accelc.
+    folder = tmp_path / "artifact"
+    runtime.save(str(folder))
+    arg_names = runtime.meta["arg_names"]
+    for arg, x in zip(arg_names, inputs):
+        np.save(folder / f"in_{arg}.npy", x.numpy())
+    run = subprocess.run([sys.executable, "-c", PLAIN_ORT, str(folder)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().endswith("False")
+    plain = [torch.from_numpy(np.load(folder / f"out_{k}.npy")) for k in range(len(flat_outputs(expected)))]
+    assert compare_outputs(plain, flat_outputs(expected)).ok
+
+    reloaded = load_onnx_runtime(str(folder), "cpu")
+    assert compare_outputs(reloaded(*inputs), expected).ok
+
+
+def test_transformer_exports_fuse_every_attention_block(tmp_path):
+    for name in ("bert", "gpt2", "vit"):
+        _, inputs, gm = captured(name)
+        _, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path / name))
+        attention = next(r for r in report["onnx_passes"] if r["name"] == "fuse_attention")
+        assert attention["status"] == "applied", (name, attention)
+        assert attention["stats"]["fused"] == attention["stats"]["attention_present"] == 2, (name, attention)
+
+
+def test_dynamic_batch_where_the_model_allows(tmp_path):
+    model, inputs, gm = captured("mlp")
+    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path))
+    assert report["export"]["dynamic_batch"]
+    batch = torch.cat([inputs[0]] * 3)
+    with torch.inference_mode():
+        expected = model(batch)
+    torch.testing.assert_close(runtime(batch), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_static_pins_shapes(tmp_path):
+    _, inputs, gm = captured("mlp")
+    _, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path), static=True)
+    assert not report["export"]["dynamic_batch"]
+
+
+def test_provider_plan_on_cpu_is_cpu_only(tmp_path):
+    assert [name for name, _ in provider_plan(torch.device("cpu"), str(tmp_path))] == ["CPUExecutionProvider"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("static", [False, True])
+def test_cuda_io_binding_and_cuda_graph(tmp_path, static):
+    model, inputs, gm = captured("bert")
+    runtime, report = build_onnx_runtime(gm, inputs, "cuda", "fp32", str(tmp_path), static=static)
+    assert report["providers"]["used"] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+    assert runtime.io_binding
+    cuda_inputs = tuple(x.cuda() for x in inputs)
+    with torch.inference_mode():
+        expected = model.cuda()(*cuda_inputs)
+    for _ in range(3):  # replays reuse the captured CUDA graph's buffers
+        got = runtime(*cuda_inputs)
+        assert all(t.is_cuda for t in flat_outputs(got))
+        assert compare_outputs(got, expected).ok
