@@ -45,7 +45,7 @@ class AcceleratedModule(torch.nn.Module):
         self.example_inputs = example_inputs
 
     def forward(self, *args):
-        return self.runner(*args)
+        return self.runner.forward(*args)  # straight to the runtime: no second round of module hooks
 
     @property
     def captured(self) -> bool:
@@ -184,7 +184,8 @@ def select_runtime(model, gm, inputs, backend: str, device, precision: str, stat
         report["backend_choice"] = {name: round(t.median_ms, 3) for name, t in timings.items()} | {"chosen": chosen}
         if chosen == "torch":
             return torch_runtime
-    report["backend"] = "onnxruntime"
+    # A partial export runs ONNX Runtime pieces inside a torch graph; it is saved as model.pt2 alone.
+    report["backend"] = "onnxruntime (partial)" if section.get("partial") else "onnxruntime"
     return ort_runtime
 
 

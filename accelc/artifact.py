@@ -181,7 +181,7 @@ def load_artifact(path: str, device: str | None = None):
     gm = graph_module_from_program(program).to(dev)
     example = program.example_inputs[0] if program.example_inputs else ()
     example = tuple(x.to(dev) for x in example) or inputs_from_report(report, dev)
-    if report.get("backend") == "onnxruntime":
+    if report.get("backend") == "onnxruntime" and os.path.isfile(os.path.join(path, "model.onnx")):
         from .runtime.onnxruntime import load_onnx_runtime
 
         runner = load_onnx_runtime(path, dev)

@@ -32,7 +32,14 @@ class TorchRuntime(torch.nn.Module):
         super().__init__()
         self.graph_module = graph_module
         self.device = device
+        self._on_cpu = device.type == "cpu"
 
     def forward(self, *args):
+        # This sits on every call: skip the device move and the mode switch when they are no-ops,
+        # since for small models they cost as much as the model itself.
+        if not (self._on_cpu and all(not isinstance(x, torch.Tensor) or x.is_cpu for x in args)):
+            args = to_device(args, self.device)
+        if torch.is_inference_mode_enabled():
+            return self.graph_module(*args)
         with torch.inference_mode():
-            return self.graph_module(*to_device(args, self.device))
+            return self.graph_module(*args)
