@@ -47,20 +47,83 @@ def compare_latency(
     device: torch.device | str | None = None,
 ) -> dict[str, Timing]:
     """Median latency of each callable, timed round-robin on rotating inputs for about ``seconds``."""
-    samples: dict[str, list[float]] = {name: [] for name in systems}
+    return measure_interleaved(systems, input_sets, seconds, warmup, min_iterations, max_iterations, device)
+
+
+def measure_interleaved(
+    systems: dict[str, Callable[..., object]],
+    input_sets: list[tuple],
+    seconds: float = 2.0,
+    warmup: int = 2,
+    min_iterations: int = 5,
+    max_iterations: int = 200,
+    device: torch.device | str | None = None,
+    on_progress: Callable[[str, float], None] | None = None,
+    turn_seconds: float = 0.0,
+) -> dict[str, Timing]:
+    """Warm every system up, then time them in interleaved rounds until ``seconds`` have passed.
+
+    Each round runs every system once on the same input set (the sets rotate from round to
+    round), and the system that goes first rotates too, so none always runs on caches warmed
+    by the same neighbour. Each timed call ends with a device synchronisation, so asynchronous
+    CUDA work is charged to the system that queued it. ``on_progress(message, fraction)`` hears
+    about warm-up and timing.
+
+    With ``turn_seconds`` > 0 each system keeps the CPU for a turn of about that long and the
+    first call of every turn is not counted (see :func:`_time_turn`): runtimes whose worker threads
+    spin after a call (ONNX Runtime, OpenMP) would otherwise steal the cores from whichever
+    system runs next, which measures the interleaving rather than the system.
+    """
+    progress = on_progress or (lambda message, fraction: None)
+    names = list(systems)
+    samples: dict[str, list[float]] = {name: [] for name in names}
     with torch.inference_mode():
-        for fn in systems.values():
+        for k, name in enumerate(names):
+            progress(f"warming up {name}", k / max(1, len(names)) * 0.1)
             for i in range(warmup):
-                fn(*input_sets[i % len(input_sets)])
-        _sync(device)
-        deadline = time.perf_counter() + seconds
+                systems[name](*input_sets[i % len(input_sets)])
+            _sync(device)
+        start_all = time.perf_counter()
+        deadline = start_all + seconds
         i = 0
         while i < max_iterations and (i < min_iterations or time.perf_counter() < deadline):
             inputs = input_sets[i % len(input_sets)]
-            for name, fn in systems.items():
+            for j in range(len(names)):
+                name = names[(i + j) % len(names)]
+                if turn_seconds > 0:
+                    _time_turn(systems[name], inputs, device, turn_seconds, samples[name])
+                    continue
                 start = time.perf_counter()
-                fn(*inputs)
+                systems[name](*inputs)
                 _sync(device)
                 samples[name].append(time.perf_counter() - start)
             i += 1
+            done = max(i / max(1, min_iterations) if i < min_iterations else 0.0,
+                       (time.perf_counter() - start_all) / seconds if seconds > 0 else 1.0)
+            progress(f"timing round {i}", 0.1 + 0.9 * min(1.0, done))
     return {name: _summarise(s) for name, s in samples.items()}
+
+
+def _time_turn(fn: Callable[..., object], inputs: tuple, device, turn_seconds: float, out: list[float]) -> None:
+    """One turn: a call to take the cores back, then timed calls for ``turn_seconds``.
+
+    The first call is counted only when it alone outlasts the turn: for a call that long, the
+    few milliseconds a previous system's spinning threads can cost are within the noise, and
+    repeating it would double the run time of large models.
+    """
+    start = time.perf_counter()
+    fn(*inputs)
+    _sync(device)
+    first = time.perf_counter() - start
+    if first >= turn_seconds:
+        out.append(first)
+        return
+    turn_end = time.perf_counter() + turn_seconds
+    while True:
+        start = time.perf_counter()
+        fn(*inputs)
+        _sync(device)
+        now = time.perf_counter()
+        out.append(now - start)
+        if now >= turn_end:
+            break

@@ -30,15 +30,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per sample")
     parser.add_argument("--json", help="write the full reports here")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"])
     args = parser.parse_args()
     names = args.samples or sorted(p.stem for p in SAMPLES.glob("*.py") if not p.stem.startswith("_"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, precision {args.precision}\n")
-    print("| sample | capture | passes fired (counts) | nodes before → after | max abs error | eager ms | accelc ms | speed-up |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"precision {args.precision}, backend {args.backend}\n")
+    print("| sample | backend | capture | passes fired (counts) | nodes before → after | max abs error | eager ms | accelc ms | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
     reports = {}
     for name in names:
         loaded = load_model_file(str(SAMPLES / f"{name}.py"))
-        fast = accelc.accelerate(loaded.module, loaded.inputs, precision=args.precision, source_file=loaded.path)
+        fast = accelc.accelerate(loaded.module, loaded.inputs, backend=args.backend, precision=args.precision,
+                                 source_file=loaded.path)
         report = fast.report
         if fast.captured:
             report["latency"] = measure_latency(loaded.module, fast, loaded.inputs, torch.device("cpu"), seconds=args.seconds)
@@ -50,7 +53,7 @@ def main() -> int:
         lat = report.get("latency") or {}
         ver = report.get("verification") or {}
         print(
-            f"| {name} | {report['capture']['method']} | {fired or 'none'} | {report['nodes'].get('before')} → "
+            f"| {name} | {report['backend']} | {report['capture']['method']} | {fired or 'none'} | {report['nodes'].get('before')} → "
             f"{report['nodes'].get('after')} | {ver.get('max_abs_error', float('nan')):.2g} | "
             f"{lat.get('eager', {}).get('median_ms', float('nan')):.2f} | {lat.get('accelc', {}).get('median_ms', float('nan')):.2f} | "
             f"{lat.get('speedup', float('nan')):.2f}× |",
