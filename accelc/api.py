@@ -9,6 +9,7 @@ that changes the outputs or a final check that fails all fall back, and the repo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -76,6 +77,10 @@ def accelerate(
     verify: bool = True,
     measure: bool = False,
     static: bool = False,
+    stages: int | None = None,
+    devices: list[str] | None = None,
+    microbatches: int = 1,
+    profile: bool = False,
     source_file: str | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> AcceleratedModule:
@@ -139,7 +144,10 @@ def accelerate(
         log.warning("accelc: %s", report["fallback"])
         return AcceleratedModule(model, report)
 
-    runner = select_runtime(model, gm, inputs, backend, dev, precision, static, report, progress)
+    if stages or devices:
+        runner = partitioned_runtime(model, gm, inputs, stages, devices, microbatches, profile, precision, report, progress)
+    else:
+        runner = select_runtime(model, gm, inputs, backend, dev, precision, static, report, progress)
     fast = AcceleratedModule(runner, report, gm, inputs)
     if measure:
         progress("timing eager vs accelc")
@@ -187,6 +195,44 @@ def select_runtime(model, gm, inputs, backend: str, device, precision: str, stat
     # A partial export runs ONNX Runtime pieces inside a torch graph; it is saved as model.pt2 alone.
     report["backend"] = "onnxruntime (partial)" if section.get("partial") else "onnxruntime"
     return ort_runtime
+
+
+def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, profile: bool, precision: str,
+                        report: dict, progress):
+    """Cut the graph into stages (model parallel; pipelined over micro-batches when ``microbatches`` > 1).
+
+    The executor must match eager like any runtime; when it does not, the single-stage PyTorch
+    runtime is used and the report says why. Bad settings (more stages than nodes, a device list
+    that does not match) are the user's error.
+    """
+    from .partition.partitioner import make_plan
+    from .runtime.pipeline import build_executor
+
+    progress(f"partitioning into {stages or len(devices)} stages")
+    plan = make_plan(gm, inputs, stages=stages, devices=devices, profile=profile)
+    report["backend"] = "torch"
+    report["plan"] = json.loads(plan.to_json())
+    report["partition"] = {"stages": plan.num_stages, "devices": plan.devices, "microbatches": microbatches,
+                           "profiled": plan.profiled, "balance": round(plan.balance(), 3)}
+    try:
+        executor = build_executor(gm, plan, microbatches=microbatches)
+        comparison, _ = _checker(model, inputs, precision).check(executor)
+    except Exception as exc:
+        log.debug("partitioned execution failed", exc_info=True)
+        report["backend_fallback"] = f"partitioned execution failed ({first_line(exc)}); running as one stage"
+        return TorchRuntime(gm, torch.device(plan.devices[0]))
+    if not comparison.ok:
+        report["backend_fallback"] = f"partitioned execution disagrees with eager ({comparison.message}); running as one stage"
+        return TorchRuntime(gm, torch.device(plan.devices[0]))
+    if executor.timeline is not None:
+        report["timeline"] = timeline_as_dict(executor.timeline)
+    return executor
+
+
+def timeline_as_dict(timeline) -> dict:
+    from dataclasses import asdict
+
+    return asdict(timeline)
 
 
 def _checker(model, inputs, precision: str) -> Verifier:

@@ -30,6 +30,7 @@ from .errors import ArtifactError
 log = logging.getLogger(__name__)
 
 MODEL_FILE, REPORT_FILE, HTML_FILE, FINGERPRINT_FILE = "model.pt2", "report.json", "report.html", "fingerprint.json"
+PLAN_FILE, TRACE_FILE = "plan.json", "pipeline_trace.json"  # only for partitioned runs
 REQUIRED_FILES = (MODEL_FILE, REPORT_FILE, FINGERPRINT_FILE)
 
 
@@ -79,6 +80,11 @@ def save_artifact(fast, path: str, force: bool = False) -> str:
             warnings.simplefilter("ignore")
             program = torch.export.export(fast.graph_module, tuple(fast.example_inputs), strict=False)
             torch.export.save(program, os.path.join(staging, MODEL_FILE))
+        if report_plan := fast.report.get("plan"):
+            _write_json(os.path.join(staging, PLAN_FILE), report_plan)
+        timeline = getattr(fast.runner, "timeline", None)
+        if timeline is not None:
+            timeline.save_chrome_trace(os.path.join(staging, TRACE_FILE))
         runner_save = getattr(fast.runner, "save", None)
         if callable(runner_save):
             runner_save(staging)
@@ -181,13 +187,31 @@ def load_artifact(path: str, device: str | None = None):
     gm = graph_module_from_program(program).to(dev)
     example = program.example_inputs[0] if program.example_inputs else ()
     example = tuple(x.to(dev) for x in example) or inputs_from_report(report, dev)
-    if report.get("backend") == "onnxruntime" and os.path.isfile(os.path.join(path, "model.onnx")):
+    if os.path.isfile(os.path.join(path, PLAN_FILE)):
+        runner = _load_partitioned(path, gm, report)
+    elif report.get("backend") == "onnxruntime" and os.path.isfile(os.path.join(path, "model.onnx")):
         from .runtime.onnxruntime import load_onnx_runtime
 
         runner = load_onnx_runtime(path, dev)
     else:
         runner = TorchRuntime(gm, dev)
     return AcceleratedModule(runner, report, gm, example)
+
+
+def _load_partitioned(path: str, gm, report: dict):
+    """Rebuild the stage executor: the saved plan when its node names match the reloaded graph,
+    else a fresh plan with the same stages and devices (re-export may rename nodes)."""
+    from .partition.partitioner import make_plan
+    from .partition.plan import Plan
+    from .runtime.pipeline import build_executor
+
+    with open(os.path.join(path, PLAN_FILE), encoding="utf-8") as f:
+        plan = Plan.from_json(f.read())
+    names = {n.name for n in gm.graph.nodes}
+    if not all(node in names for stage in plan.stages for node in stage.nodes):
+        log.info("plan.json names nodes the reloaded graph does not have; re-planning with the same devices")
+        plan = make_plan(gm, stages=plan.num_stages, devices=plan.devices)
+    return build_executor(gm, plan, microbatches=(report.get("partition") or {}).get("microbatches", 1))
 
 
 def inputs_from_report(report: dict, device: torch.device, seed: int = 0) -> tuple:

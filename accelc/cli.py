@@ -59,6 +59,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--passes", help="comma-separated pass names replacing the default pipeline")
     p.add_argument("--disable", help="comma-separated pass names to leave out")
     p.add_argument("--no-verify", action="store_true", help="skip the numeric check after each pass")
+    p.add_argument("--stages", type=int, default=None, help="cut the graph into N CPU stages (model parallel)")
+    p.add_argument("--devices", default=None, help="one device per stage, e.g. cpu,cuda:0")
+    p.add_argument("--microbatches", type=int, default=1, help="pipeline M micro-batches through the stages")
+    p.add_argument("--profile", action="store_true", help="time every node on the target to balance the stages")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +108,8 @@ def _accelerate_from_file(args, progress: Progress, measure: bool):
     return accelerate(
         loaded.module, loaded.inputs, backend=args.backend, device=args.device, precision=args.precision,
         passes=_split(args.passes), disable=_split(args.disable), verify=not args.no_verify,
-        measure=measure, static=args.static, source_file=loaded.path, on_progress=progress,
+        measure=measure, static=args.static, stages=args.stages, devices=_split(args.devices),
+        microbatches=args.microbatches, profile=args.profile, source_file=loaded.path, on_progress=progress,
     )
 
 

@@ -116,19 +116,20 @@ def _extra_sections(report: dict) -> list[str]:
     """Sections owned by other subsystems (partition plan, pipeline timeline, ONNX export)."""
     out = []
     if report.get("plan"):
-        try:
-            from .partition.render import render_plan_html
+        from .partition.plan import Plan
+        from .partition.render import render_plan_html
 
-            out.append("<h2>Partition plan</h2>" + render_plan_html(report["plan"]))
-        except ImportError:
-            pass
+        plan = Plan.from_json(json.dumps(report["plan"]))
+        out.append("<h2>Partition plan</h2><p>Stages in colour, bar width proportional to the stage's cost; "
+                   "the numbers between stages are the bytes crossing each cut.</p>" + render_plan_html(plan))
     if report.get("timeline"):
-        try:
-            from .partition.render import render_timeline_html
+        from .partition.render import render_timeline_html
+        from .runtime.pipeline import Interval, Timeline
 
-            out.append("<h2>Pipeline timeline</h2>" + render_timeline_html(report["timeline"]))
-        except ImportError:
-            pass
+        t = report["timeline"]
+        timeline = Timeline(t["stages"], t["microbatches"], [Interval(**iv) for iv in t["intervals"]], t["wall_s"])
+        out.append("<h2>Pipeline timeline</h2><p>Each stage's busy time per micro-batch in one run: gaps are "
+                   "the pipeline bubble, the fullest lane is the slowest stage.</p>" + render_timeline_html(timeline))
     if report.get("onnx"):
         out.append(f"<h2>ONNX Runtime</h2><pre>{_e(json.dumps(report['onnx'], indent=2, default=str))}</pre>")
     return out
