@@ -104,6 +104,10 @@ def accelerate(
     progress("running the model eagerly")
     run_eagerly(model, inputs, source_file)
 
+    full_inputs = inputs
+    if microbatches > 1:
+        # The pipeline runs the captured graph once per micro-batch: capture at the micro-batch size.
+        inputs = microbatch_inputs(inputs, microbatches)
     progress("capturing with torch.export")
     start = time.perf_counter()
     cap = capture(model, inputs, source_file)
@@ -145,7 +149,7 @@ def accelerate(
         return AcceleratedModule(model, report)
 
     if stages or devices:
-        runner = partitioned_runtime(model, gm, inputs, stages, devices, microbatches, profile, precision, report, progress)
+        runner = partitioned_runtime(model, gm, full_inputs, stages, devices, microbatches, profile, precision, report, progress)
     else:
         runner = select_runtime(model, gm, inputs, backend, dev, precision, static, report, progress)
     fast = AcceleratedModule(runner, report, gm, inputs)
@@ -209,7 +213,7 @@ def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, p
     from .runtime.pipeline import build_executor
 
     progress(f"partitioning into {stages or len(devices)} stages")
-    plan = make_plan(gm, inputs, stages=stages, devices=devices, profile=profile)
+    plan = make_plan(gm, microbatch_inputs(inputs, microbatches), stages=stages, devices=devices, profile=profile)
     report["backend"] = "torch"
     report["plan"] = json.loads(plan.to_json())
     report["partition"] = {"stages": plan.num_stages, "devices": plan.devices, "microbatches": microbatches,
@@ -219,14 +223,27 @@ def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, p
         comparison, _ = _checker(model, inputs, precision).check(executor)
     except Exception as exc:
         log.debug("partitioned execution failed", exc_info=True)
-        report["backend_fallback"] = f"partitioned execution failed ({first_line(exc)}); running as one stage"
-        return TorchRuntime(gm, torch.device(plan.devices[0]))
+        report["backend_fallback"] = f"partitioned execution failed ({first_line(exc)}); running eagerly"
+        return model
     if not comparison.ok:
-        report["backend_fallback"] = f"partitioned execution disagrees with eager ({comparison.message}); running as one stage"
-        return TorchRuntime(gm, torch.device(plan.devices[0]))
+        report["backend_fallback"] = f"partitioned execution disagrees with eager ({comparison.message}); running eagerly"
+        return model
     if executor.timeline is not None:
         report["timeline"] = timeline_as_dict(executor.timeline)
     return executor
+
+
+def microbatch_inputs(inputs: tuple, microbatches: int) -> tuple:
+    """The first 1/M of every input along dim 0 (the batch), which must divide evenly."""
+    if microbatches <= 1:
+        return inputs
+    batch = inputs[0].shape[0] if inputs and inputs[0].dim() else 0
+    if batch % microbatches or any(x.dim() == 0 or x.shape[0] != batch for x in inputs):
+        raise UserInputError(
+            f"--microbatches {microbatches} needs every input's first dimension to be one batch size divisible by "
+            f"{microbatches} (got {[tuple(x.shape) for x in inputs]}); give larger example inputs or fewer micro-batches"
+        )
+    return tuple(x[: batch // microbatches] for x in inputs)
 
 
 def timeline_as_dict(timeline) -> dict:
