@@ -121,3 +121,98 @@ __all__ = [
     "aten", "META_KEY", "is_op", "find_nodes", "get_constant", "is_constant", "add_constant", "tensor_meta",
     "accelc_meta", "only_user", "remove_unused_constants", "iter_calls", "first_node",
 ]
+
+
+# --- eval-mode BatchNorm as a per-channel affine map (used by the folding passes) ---------------
+
+_BATCH_NORM_OPS = (aten.batch_norm, aten._native_batch_norm_legit_no_training)
+
+
+def is_batch_norm(node: Any) -> bool:
+    return is_op(node, *_BATCH_NORM_OPS)
+
+
+def batch_norm_affine(gm: torch.fx.GraphModule, bn: torch.fx.Node):
+    """An eval-mode BatchNorm as ``(scale, shift, out_node)`` in float64, or ``(None, reason)``.
+
+    ``batch_norm(z) = z·scale + shift`` per channel, ``scale = γ/√(σ²+ε)``, ``shift = β − μ·scale``.
+    ``out_node`` is the node whose users see the normalised tensor (the BN itself, or its
+    ``getitem 0`` for the tuple-returning form). ``reason`` says why the BN cannot be folded.
+    """
+    args = list(bn.args)
+    if is_op(bn, aten.batch_norm):
+        # batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled)
+        training = args[5] if len(args) > 5 else bn.kwargs.get("training", False)
+        if training:
+            return None, "batch_norm runs in training mode"
+        eps = args[7] if len(args) > 7 else bn.kwargs.get("eps", 1e-5)
+        out = bn
+    else:
+        # _native_batch_norm_legit_no_training(input, weight, bias, running_mean, running_var, momentum, eps)
+        eps = args[6] if len(args) > 6 else bn.kwargs.get("eps", 1e-5)
+        users = list(bn.users)
+        if len(users) != 1 or not (users[0].op == "call_function" and getattr(users[0].target, "__name__", "") == "getitem"
+                                   and users[0].args[1] == 0):
+            return None, "batch_norm's mean/var outputs are used"
+        out = users[0]
+    gamma_n, beta_n, mean_n, var_n = (args + [None] * 5)[1:5]
+    tensors = {}
+    for key, node in (("gamma", gamma_n), ("beta", beta_n), ("mean", mean_n), ("var", var_n)):
+        if node is None:
+            tensors[key] = None
+            continue
+        value = get_constant(gm, node)
+        if value is None:
+            return None, f"batch_norm {key} is not a constant"
+        tensors[key] = value
+    if tensors["mean"] is None or tensors["var"] is None:
+        return None, "batch_norm has no running statistics"
+    scale = torch.rsqrt(tensors["var"].double() + float(eps))
+    if tensors["gamma"] is not None:
+        scale = scale * tensors["gamma"].double()
+    shift = -tensors["mean"].double() * scale
+    if tensors["beta"] is not None:
+        shift = shift + tensors["beta"].double()
+    return (scale, shift, out), None
+
+
+__all__ += ["is_batch_norm", "batch_norm_affine"]
+
+
+# --- metadata and scalars for nodes a pass creates (attention, merged linears, precision) -------
+
+
+def infer_meta(node: torch.fx.Node) -> None:
+    """Fill ``node.meta['val']`` by running its op on its inputs' fake tensors (same fake mode)."""
+    from torch.utils._pytree import tree_leaves, tree_map
+
+    def val(a):
+        return a.meta.get("val") if isinstance(a, torch.fx.Node) else a
+
+    args, kwargs = tree_map(val, node.args), tree_map(val, node.kwargs)
+    mode = next((v.fake_mode for v in tree_leaves((args, kwargs)) if hasattr(v, "fake_mode")), None)
+    if mode is None:
+        return
+    with mode:
+        node.meta["val"] = node.target(*args, **kwargs)
+
+
+def scalar_value(gm: torch.fx.GraphModule, x: Any) -> float | None:
+    """``x`` as a Python number when it is one: a literal, a one-element constant, ``full([], v)``."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, (int, float)):
+        return float(x)
+    const = get_constant(gm, x)
+    if const is not None:
+        return float(const.item()) if const.numel() == 1 and const.is_floating_point() else None
+    if is_op(x, aten.lift_fresh_copy, aten.clone):
+        return scalar_value(gm, x.args[0])
+    if is_op(x, aten.scalar_tensor):
+        return float(x.args[0])
+    if is_op(x, aten.full) and len(x.args[0]) == 0:
+        return float(x.args[1])
+    return None
+
+
+__all__ += ["infer_meta", "scalar_value"]

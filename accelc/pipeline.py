@@ -9,7 +9,15 @@ from __future__ import annotations
 
 DEFAULT_PIPELINE: list[str] = [
     "remove_noops",
+    "fold_constants",  # after noops: masks/position ids become constants before pattern passes
     "fold_conv_bn",
+    "fold_linear_bn",
+    "fuse_attention",  # before merging linears: it matches Q/K/V as separate projections' outputs
+    "merge_parallel_linears",
+    "cancel_transposes",  # after attention matching, which reads the transposes/views as written
+    "merge_views",
+    "lower_precision",  # last before CSE/DCE, which clean up its casts; a no-op at fp32
+    "to_channels_last",  # after every pass that rewrites conv weights (they would lose the layout)
     "eliminate_common_subexpressions",
     "eliminate_dead_code",
 ]

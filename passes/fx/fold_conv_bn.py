@@ -3,13 +3,15 @@
     batch_norm(conv(x, W, b), γ, β, μ, σ², ε)  ==>  conv(x, W', b')
 
     s  = γ / √(σ² + ε)                       (one scale per output channel)
-    W' = W · s      (broadcast over the output-channel axis, dim 0)
+    W' = W · s      (along the weight's output-channel axis)
     b' = (b − μ) · s + β                      (b = 0 when the conv has no bias)
 
 BatchNorm in eval mode is ``y = (z − μ)·s + β`` per channel; with ``z = W*x + b`` that is
-``(W·s)*x + (b − μ)·s + β``. Grouped and depthwise convolutions keep one weight slice per output
-channel along dim 0, so the same scaling applies. The new weights are computed in float64 and
-cast back, so the fold adds no more than one rounding per weight.
+``(W·s)*x + (b − μ)·s + β``. Covered: conv1d/2d/3d (with or without bias), grouped and depthwise
+convs, whose weight ``[out, in/groups, k...]`` keeps one slice per output channel on dim 0; and
+transposed convs, whose weight is ``[in, out/groups, k...]``: output channel ``g·(out/groups) + j``
+reads ``W[g·(in/groups) : (g+1)·(in/groups), j]``, so the scale goes along dim 1 per group.
+The new weights are computed in float64 and cast back, so the fold adds one rounding per weight.
 """
 
 from __future__ import annotations
@@ -17,37 +19,30 @@ from __future__ import annotations
 import torch
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import add_constant, aten, find_nodes, get_constant, is_op
+from accelc.patterns import add_constant, aten, batch_norm_affine, find_nodes, get_constant, is_op
 
-_CONVS = (aten.conv1d, aten.conv2d, aten.conv3d, aten.convolution)
+_CONVS = (aten.conv1d, aten.conv2d, aten.conv3d)
+_TRANSPOSED_CONVS = (aten.conv_transpose1d, aten.conv_transpose2d, aten.conv_transpose3d)
 _BATCH_NORMS = (aten.batch_norm, aten._native_batch_norm_legit_no_training)
 
 
-def _bn_operands(bn: torch.fx.Node):
-    """(weight, bias, running_mean, running_var, eps) nodes/values of a BN call, or None in training mode."""
-    args = list(bn.args)
-    if is_op(bn, aten.batch_norm):
-        # batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled)
-        training = args[5] if len(args) > 5 else bn.kwargs.get("training")
-        if training:
-            return None
-        return args[1], args[2], args[3], args[4], args[7] if len(args) > 7 else bn.kwargs.get("eps", 1e-5)
-    # _native_batch_norm_legit_no_training(input, weight, bias, running_mean, running_var, momentum, eps)
-    return args[1], args[2], args[3], args[4], args[6] if len(args) > 6 else bn.kwargs.get("eps", 1e-5)
-
-
-def _bn_output_users(bn: torch.fx.Node):
-    """The node whose users should be redirected to the conv (the getitem 0 for tuple-returning BNs)."""
-    if is_op(bn, aten.batch_norm):
-        return bn
-    getitems = [u for u in bn.users if u.target.__name__ == "getitem"] if all(u.op == "call_function" for u in bn.users) else []
-    if len(getitems) != len(bn.users) or any(u.args[1] != 0 for u in getitems) or len(getitems) != 1:
-        return None
-    return getitems[0]
+def _conv_layout(conv: torch.fx.Node):
+    """(transposed, groups) of a conv call, or None when the node is no conv this pass knows."""
+    args = conv.args
+    if is_op(conv, *_CONVS):
+        # conv2d(input, weight, bias, stride, padding, dilation, groups)
+        return False, args[6] if len(args) > 6 else conv.kwargs.get("groups", 1)
+    if is_op(conv, *_TRANSPOSED_CONVS):
+        # conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+        return True, args[6] if len(args) > 6 else conv.kwargs.get("groups", 1)
+    if is_op(conv, aten.convolution):
+        # convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+        return bool(args[6]), args[8]
+    return None
 
 
 class FoldConvBatchNorm(Pass):
-    """Fold eval-mode BatchNorm into the preceding convolution's weight and bias."""
+    """Fold eval-mode BatchNorm into the preceding (transposed) convolution's weight and bias."""
 
     name = "fold_conv_bn"
 
@@ -55,42 +50,40 @@ class FoldConvBatchNorm(Pass):
         folded = 0
         for bn in find_nodes(gm, *_BATCH_NORMS):
             conv = bn.args[0]
-            if not is_op(conv, *_CONVS):
+            layout = _conv_layout(conv) if isinstance(conv, torch.fx.Node) else None
+            if layout is None:
                 continue
-            if self._fold(gm, ctx, conv, bn):
+            if self._fold(gm, ctx, conv, bn, *layout):
                 folded += 1
         return PassResult(modified=folded > 0, stats={"folded": folded})
 
-    def _fold(self, gm, ctx: PassContext, conv: torch.fx.Node, bn: torch.fx.Node) -> bool:
+    def _fold(self, gm, ctx: PassContext, conv: torch.fx.Node, bn: torch.fx.Node, transposed: bool, groups: int) -> bool:
         if len(conv.users) != 1:
             ctx.refuse(bn, f"conv output has {len(conv.users)} users")
             return False
-        if is_op(conv, aten.convolution) and conv.args[6]:
-            ctx.refuse(bn, "transposed convolution (weight layout differs)")
+        affine, reason = batch_norm_affine(gm, bn)
+        if affine is None:
+            ctx.refuse(bn, reason)
             return False
-        operands = _bn_operands(bn)
-        if operands is None:
-            ctx.refuse(bn, "batch_norm runs in training mode")
-            return False
-        redirect = _bn_output_users(bn)
-        if redirect is None:
-            ctx.refuse(bn, "batch_norm's mean/var outputs are used")
-            return False
-        gamma_n, beta_n, mean_n, var_n, eps = operands
+        scale, shift, redirect = affine
         weight = get_constant(gm, conv.args[1])
         bias_node = conv.args[2] if len(conv.args) > 2 else conv.kwargs.get("bias")
         bias = get_constant(gm, bias_node) if bias_node is not None else None
-        mean, var = get_constant(gm, mean_n), get_constant(gm, var_n)
-        gamma = get_constant(gm, gamma_n) if gamma_n is not None else None
-        beta = get_constant(gm, beta_n) if beta_n is not None else None
-        if weight is None or mean is None or var is None or (bias_node is not None and bias is None) \
-                or (gamma_n is not None and gamma is None) or (beta_n is not None and beta is None):
-            ctx.refuse(bn, "conv weight or batch_norm statistics are not constants")
+        if weight is None or (bias_node is not None and bias is None):
+            ctx.refuse(bn, "conv weight or bias is not a constant")
+            return False
+        if not weight.is_floating_point():
+            ctx.refuse(bn, f"conv weight has dtype {weight.dtype}")
+            return False
+        out_channels = weight.shape[1] * groups if transposed else weight.shape[0]
+        if scale.numel() != out_channels:
+            ctx.refuse(bn, f"batch_norm has {scale.numel()} channels, the conv {out_channels}")
             return False
 
-        new_weight, new_bias = fold_weights(weight, bias, gamma, beta, mean, var, float(eps))
+        new_weight = scale_output_channels(weight, scale, transposed, groups)
+        new_bias = shift if bias is None else bias.double() * scale + shift
         weight_node = add_constant(gm, new_weight, f"{conv.name}_folded_weight", before=conv)
-        bias_out = add_constant(gm, new_bias, f"{conv.name}_folded_bias", before=conv)
+        bias_out = add_constant(gm, new_bias.to(weight.dtype), f"{conv.name}_folded_bias", before=conv)
         args = list(conv.args)
         args[1] = weight_node
         if len(args) > 2:
@@ -106,9 +99,21 @@ class FoldConvBatchNorm(Pass):
         return True
 
 
+def scale_output_channels(weight: torch.Tensor, scale: torch.Tensor, transposed: bool = False, groups: int = 1) -> torch.Tensor:
+    """``weight`` with each output channel's slice multiplied by ``scale[channel]`` (float64 math)."""
+    w = weight.double()
+    tail = [1] * (w.dim() - 2)
+    if not transposed:
+        scaled = w * scale.reshape(-1, 1, *tail)
+    else:
+        in_channels, out_per_group = w.shape[0], w.shape[1]
+        grouped = w.reshape(groups, in_channels // groups, out_per_group, *w.shape[2:])
+        scaled = (grouped * scale.reshape(groups, 1, out_per_group, *tail)).reshape(w.shape)
+    return scaled.to(weight.dtype)
+
+
 def fold_weights(weight, bias, gamma, beta, mean, var, eps: float):
     """The folded (W', b') for a conv weight with the output channel on dim 0."""
-    w = weight.double()
     scale = torch.rsqrt(var.double() + eps)
     if gamma is not None:
         scale = scale * gamma.double()
@@ -117,5 +122,4 @@ def fold_weights(weight, bias, gamma, beta, mean, var, eps: float):
         shift = shift + bias.double() * scale
     if beta is not None:
         shift = shift + beta.double()
-    new_weight = w * scale.reshape(-1, *([1] * (w.dim() - 1)))
-    return new_weight.to(weight.dtype), shift.to(weight.dtype)
+    return scale_output_channels(weight, scale), shift.to(weight.dtype)
