@@ -101,6 +101,10 @@ def accelerate(
 
     model = model.eval().to(dev)
     report = _new_report(backend, dev, precision, source_file)
+    if precision == "bf16" and dev.type == "cpu" and not cpu_has_native_bf16():
+        report["warnings"].append("this CPU has no native bf16 instructions (avx512_bf16/amx_bf16): bf16 matmuls "
+                                  "are emulated and usually slower than fp32 here")
+        log.warning("accelc: %s", report["warnings"][-1])
     progress("running the model eagerly")
     run_eagerly(model, inputs, source_file)
 
@@ -304,7 +308,18 @@ def _new_report(backend: str, device: torch.device, precision: str, source_file:
         "verification": None,
         "fallback": None,
         "latency": None,
+        "warnings": [],
     }
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this x86 CPU advertises bf16 dot-product instructions (Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return True  # unknown platform: do not warn on a guess
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 __all__ = ["accelerate", "load", "AcceleratedModule", "run_eagerly", "measure_latency"]

@@ -214,6 +214,8 @@ def summary_table(report: dict) -> str:
                                 f"(median; {lat['speedup']:.2f}x)"))
     if report.get("fallback"):
         rows.append(("fallback", report["fallback"]))
+    for warning in report.get("warnings") or ():
+        rows.append(("warning", warning))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
