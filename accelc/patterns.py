@@ -97,6 +97,15 @@ def only_user(node: torch.fx.Node) -> torch.fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
 
 
+def has_mutating_user(node: torch.fx.Node) -> bool:
+    """True when some user of ``node`` modifies a tensor in place (so ``node``'s value is observable)."""
+    for user in node.users:
+        schema = getattr(user.target, "_schema", None)
+        if schema is not None and schema.is_mutable:
+            return True
+    return False
+
+
 def remove_unused_constants(gm: torch.fx.GraphModule) -> int:
     """Drop ``get_attr`` nodes with no users and the accelc-made attributes they pointed to."""
     removed = 0
@@ -119,7 +128,7 @@ def iter_calls(gm: torch.fx.GraphModule) -> Iterator[torch.fx.Node]:
 
 __all__ = [
     "aten", "META_KEY", "is_op", "find_nodes", "get_constant", "is_constant", "add_constant", "tensor_meta",
-    "accelc_meta", "only_user", "remove_unused_constants", "iter_calls", "first_node",
+    "accelc_meta", "only_user", "has_mutating_user", "remove_unused_constants", "iter_calls", "first_node",
 ]
 
 

@@ -24,7 +24,7 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import add_constant, aten, get_constant, is_op, tensor_meta
+from accelc.patterns import add_constant, aten, get_constant, has_mutating_user, is_op, tensor_meta
 
 MAX_GROWTH = 4           # a folded value may be up to this many times its inputs' bytes ...
 MAX_FREE_BYTES = 1 << 20  # ... or up to this size, whichever is larger
@@ -56,14 +56,6 @@ def _shape_stand_in(node: torch.fx.Node):
     if meta is None or not all(isinstance(d, int) for d in meta.shape):
         return None
     return torch.zeros(meta.shape, dtype=meta.dtype, device=meta.device)
-
-
-def _mutated(node: torch.fx.Node) -> bool:
-    for user in node.users:
-        schema = getattr(user.target, "_schema", None)
-        if schema is not None and schema.is_mutable:
-            return True
-    return False
 
 
 class FoldConstants(Pass):
@@ -101,7 +93,7 @@ class FoldConstants(Pass):
                 ctx.refuse(node, f"folded value would take {_nbytes(value)} bytes from {source_bytes[node]}")
                 skipped += 1
                 continue
-            if _mutated(node):
+            if has_mutating_user(node):
                 ctx.refuse(node, "its value is mutated in place")
                 continue
             constant = add_constant(gm, value.clone(), f"{node.name}_folded", before=node)

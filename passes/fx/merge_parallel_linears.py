@@ -23,17 +23,9 @@ import torch
 import torch.fx
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import add_constant, aten, find_nodes, get_constant, infer_meta, is_op
+from accelc.patterns import add_constant, aten, find_nodes, get_constant, has_mutating_user, infer_meta, is_op
 
 _MIN_GROUP = 2
-
-
-def _mutated(node: torch.fx.Node) -> bool:
-    for user in node.users:
-        schema = getattr(user.target, "_schema", None)
-        if schema is not None and schema.is_mutable:
-            return True
-    return False
 
 
 class MergeParallelLinears(Pass):
@@ -71,7 +63,7 @@ class MergeParallelLinears(Pass):
         if bias_node is not None and get_constant(gm, bias_node) is None:
             ctx.refuse(node, "linear bias is not a constant")
             return False
-        if _mutated(node):
+        if has_mutating_user(node):
             ctx.refuse(node, "linear output is modified in place")
             return False
         return True
