@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import aten, find_nodes, get_constant, is_op, only_user, tensor_meta
+from accelc.patterns import aten, find_nodes, get_constant, is_op, only_user, remove_unused_constants, tensor_meta
 
 mkldnn = torch.ops.mkldnn
 
@@ -96,6 +96,8 @@ class FuseConvPointwise(Pass):
             weight = get_constant(gm, weight_node)
             bias = get_constant(gm, bias_node) if bias_node is not None else None
             x_meta = tensor_meta(x)
+            if x_meta is None and is_op(x, aten.contiguous):  # a layout change made by to_channels_last
+                x_meta = tensor_meta(x.args[0])
             if weight is None or (bias_node is not None and bias is None):
                 ctx.refuse(conv, "conv weight or bias is not a constant")
                 continue
@@ -137,6 +139,7 @@ class FuseConvPointwise(Pass):
             epilogues += (unary not in (None, "none")) + (residual is not None)
         if fused:
             self._restore_output_layout(gm)
+            remove_unused_constants(gm)  # the dense weights: only the packed copies are used now
         return PassResult(modified=fused > 0, stats={"fused": fused, "epilogues": epilogues})
 
     @staticmethod

@@ -43,6 +43,8 @@ class ToChannelsLast(Pass):
             gm.register_buffer(weight_cl.target, weight.contiguous(memory_format=torch.channels_last))
             with gm.graph.inserting_before(conv):
                 x_cl = gm.graph.call_function(aten.contiguous.default, (conv.args[0],), {"memory_format": torch.channels_last})
+            if "val" in conv.args[0].meta:  # same shape and dtype; only the strides differ
+                x_cl.meta["val"] = conv.args[0].meta["val"]
             conv.args = (x_cl, weight_cl, *conv.args[2:])
             accelc_meta(conv)["channels_last"] = True
             for user in list(conv.users):

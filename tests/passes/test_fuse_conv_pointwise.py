@@ -66,3 +66,13 @@ def test_residual_without_relu():
     assert record.status == "fired" and count_ops(new, mkldnn._convolution_pointwise.binary) == 1
     with torch.no_grad():
         torch.testing.assert_close(new(*inputs), model(*inputs), rtol=1e-4, atol=1e-5)
+
+
+def test_fires_after_to_channels_last():
+    model, inputs, gm = captured("resnet50")
+    gm, _, _ = run_pass("fold_conv_bn", gm, inputs)
+    gm, _, _ = run_pass("to_channels_last", gm, inputs)
+    new, record, _ = run_pass("fuse_conv_pointwise", gm, inputs)
+    assert record.status == "fired" and record.stats["fused"] == 17
+    with torch.no_grad():
+        torch.testing.assert_close(new(*inputs), model(*inputs), rtol=1e-4, atol=1e-4)
