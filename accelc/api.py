@@ -169,7 +169,8 @@ def select_runtime(model, gm, inputs, backend: str, device, precision: str, stat
     ONNX Runtime must match eager on the verification inputs to be used at all; when it cannot be
     built or disagrees, the PyTorch runtime is used and the report says why.
     """
-    torch_runtime = TorchRuntime(gm, device)
+    torch_runtime = TorchRuntime(gm, device, inputs)
+    report["runtime_lowering"] = [r.as_dict() for r in torch_runtime.lowering_records]
     report["backend"] = "torch"
     if backend == "torch":
         return torch_runtime

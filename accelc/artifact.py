@@ -194,7 +194,7 @@ def load_artifact(path: str, device: str | None = None):
 
         runner = load_onnx_runtime(path, dev)
     else:
-        runner = TorchRuntime(gm, dev)
+        runner = TorchRuntime(gm, dev, example)
     return AcceleratedModule(runner, report, gm, example)
 
 

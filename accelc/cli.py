@@ -198,7 +198,7 @@ def summary_table(report: dict) -> str:
     """The short end-of-run table: passes fired, nodes, max error, latency."""
     rows = [("model", report.get("model") or ""), ("capture", report["capture"].get("method", "")),
             ("backend", report.get("backend", "") + (f" ({report['backend_fallback']})" if report.get("backend_fallback") else ""))]
-    fired = [f"{r['name']}({', '.join(f'{k} {v}' for k, v in r['stats'].items() if v)})" for r in report.get("passes", []) if r["status"] == "fired"]
+    fired = [f"{r['name']}({', '.join(f'{k} {v}' for k, v in r['stats'].items() if v)})" for r in report.get("passes", []) + report.get("runtime_lowering", []) if r["status"] == "fired"]
     rows.append(("passes fired", ", ".join(fired) or "none"))
     bad = [f"{r['name']}: {r['status']} ({r['reason']})" for r in report.get("passes", []) if r["status"] in ("rolled back", "failed")]
     if bad:

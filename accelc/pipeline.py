@@ -23,6 +23,15 @@ DEFAULT_PIPELINE: list[str] = [
 ]
 
 
+# Lowerings a runtime applies when it loads a graph, after the graph passes and never saved:
+# their results are device-specific (oneDNN prepacked weights are opaque tensors that cannot be
+# serialised), so the saved model.pt2 holds the portable graph and each load redoes them.
+RUNTIME_PIPELINES: dict[str, list[str]] = {
+    "cpu": ["fuse_conv_pointwise"],
+    "cuda": [],
+}
+
+
 def build_pipeline(passes: list[str] | None = None, disable: list[str] | None = None) -> list[str]:
     """``passes`` replaces the default list when given; ``disable`` removes names from it."""
     names = list(passes) if passes else list(DEFAULT_PIPELINE)

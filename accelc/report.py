@@ -73,7 +73,8 @@ def render_html(report: dict) -> str:
 
     parts.append("<h2>Passes</h2><table><tr><th>#</th><th>pass</th><th>status</th><th>counts</th>"
                  "<th>nodes</th><th>max error</th><th>ms</th><th>why</th></tr>")
-    for i, rec in enumerate(report.get("passes") or [], 1):
+    lowering = [dict(r, name=f"{r['name']} (runtime, redone at load)") for r in report.get("runtime_lowering") or []]
+    for i, rec in enumerate((report.get("passes") or []) + lowering, 1):
         css = {"fired": "fired", "rolled back": "rolled", "failed": "failed"}.get(rec["status"], "")
         counts = ", ".join(f"{k} {v}" for k, v in (rec.get("stats") or {}).items())
         parts.append(

@@ -25,14 +25,35 @@ def to_device(inputs: tuple, device: torch.device) -> tuple:
     return tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
 
 
-class TorchRuntime(torch.nn.Module):
-    """Calls the graph under ``inference_mode`` after moving inputs to its device."""
+def lower_for_device(graph_module: torch.fx.GraphModule, device: torch.device, example_inputs: tuple):
+    """Apply the device's runtime lowerings (``accelc.pipeline.RUNTIME_PIPELINES``), each verified
+    against the graph before it like any pass; returns the lowered graph and the pass records."""
+    from ..pass_base import PassContext
+    from ..pass_manager import PassManager
+    from ..pipeline import RUNTIME_PIPELINES
+    from ..registry import discover, resolve
 
-    def __init__(self, graph_module: torch.fx.GraphModule, device: torch.device):
+    registry = discover()
+    names = [n for n in RUNTIME_PIPELINES.get(device.type, []) if n in registry]  # absent plugin: skip
+    if not names or not example_inputs:
+        return graph_module, []
+    ctx = PassContext(device=device, example_inputs=tuple(example_inputs))
+    return PassManager(resolve(names, registry), verify=True).run(graph_module, ctx)
+
+
+class TorchRuntime(torch.nn.Module):
+    """Calls the graph under ``inference_mode`` after moving inputs to its device.
+
+    Given example inputs, it first applies the device's runtime lowerings (``lower_for_device``);
+    ``graph_module`` stays the portable graph, ``lowered`` is what runs.
+    """
+
+    def __init__(self, graph_module: torch.fx.GraphModule, device: torch.device, example_inputs: tuple = ()):
         super().__init__()
         self.graph_module = graph_module
         self.device = device
         self._on_cpu = device.type == "cpu"
+        self.lowered, self.lowering_records = lower_for_device(graph_module, device, example_inputs)
 
     def forward(self, *args):
         # This sits on every call: skip the device move and the mode switch when they are no-ops,
@@ -40,6 +61,6 @@ class TorchRuntime(torch.nn.Module):
         if not (self._on_cpu and all(not isinstance(x, torch.Tensor) or x.is_cpu for x in args)):
             args = to_device(args, self.device)
         if torch.is_inference_mode_enabled():
-            return self.graph_module(*args)
+            return self.lowered(*args)
         with torch.inference_mode():
-            return self.graph_module(*args)
+            return self.lowered(*args)
