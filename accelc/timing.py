@@ -46,8 +46,13 @@ def compare_latency(
     max_iterations: int = 200,
     device: torch.device | str | None = None,
 ) -> dict[str, Timing]:
-    """Median latency of each callable, timed round-robin on rotating inputs for about ``seconds``."""
-    return measure_interleaved(systems, input_sets, seconds, warmup, min_iterations, max_iterations, device)
+    """Median latency of each callable, timed in turns on rotating inputs for about ``seconds``.
+
+    Turns of ~50 ms rather than single calls: ONNX Runtime's and OpenMP's worker threads spin for
+    a while after a call, and would otherwise be charged to whichever system runs next.
+    """
+    return measure_interleaved(systems, input_sets, seconds, warmup, min_iterations, max_iterations, device,
+                               turn_seconds=0.05)
 
 
 def measure_interleaved(
