@@ -106,6 +106,21 @@ def has_mutating_user(node: torch.fx.Node) -> bool:
     return False
 
 
+def make_outputs_contiguous(gm: torch.fx.GraphModule) -> None:
+    """Insert ``contiguous`` before every 4-D graph output, so callers of a graph rewritten to
+    channels-last see the layout they saw before."""
+    output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+
+    def contiguous(arg):
+        meta = tensor_meta(arg)
+        if meta is None or meta.dim() != 4:
+            return arg
+        with gm.graph.inserting_before(output):
+            return gm.graph.call_function(aten.contiguous.default, (arg,))
+
+    output.args = torch.fx.node.map_arg(output.args, contiguous)
+
+
 def remove_unused_constants(gm: torch.fx.GraphModule) -> int:
     """Drop ``get_attr`` nodes with no users and the accelc-made attributes they pointed to."""
     removed = 0
@@ -128,7 +143,7 @@ def iter_calls(gm: torch.fx.GraphModule) -> Iterator[torch.fx.Node]:
 
 __all__ = [
     "aten", "META_KEY", "is_op", "find_nodes", "get_constant", "is_constant", "add_constant", "tensor_meta",
-    "accelc_meta", "only_user", "has_mutating_user", "remove_unused_constants", "iter_calls", "first_node",
+    "accelc_meta", "only_user", "has_mutating_user", "make_outputs_contiguous", "remove_unused_constants", "iter_calls", "first_node",
 ]
 
 

@@ -19,7 +19,7 @@ import torch
 
 from ..pass_base import PassResult
 from ..source import first_line
-from ..verify import compare_outputs, tolerance
+from ..verify import compare_outputs, tolerance_for_precision
 from .export import save_model
 from .pass_base import OnnxPassContext, discover_onnx_passes
 
@@ -54,7 +54,7 @@ def optimize_onnx(model: onnx.ModelProto, inputs: tuple, reference: list, meta: 
     registry = discover_onnx_passes()
     names = [n for n in (pass_names if pass_names is not None else ONNX_PIPELINE) if n in registry]
     ctx = OnnxPassContext(precision=precision, device=device)
-    tol = tolerance if precision == "fp32" else _half_tolerance(precision)
+    tol = tolerance_for_precision(precision)
     records = []
     for name in names:
         ctx.current_pass = name
@@ -82,11 +82,6 @@ def optimize_onnx(model: onnx.ModelProto, inputs: tuple, reference: list, meta: 
     if ctx.refusals:
         records.append({"name": "refusals", "items": [r.__dict__ for r in ctx.refusals]})
     return model, records
-
-
-def _half_tolerance(precision: str):
-    low = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    return lambda dtype: tolerance(low) if dtype.is_floating_point else tolerance(dtype)
 
 
 __all__ = ["optimize_onnx", "run_in_ort", "ONNX_PIPELINE"]

@@ -25,7 +25,7 @@ from torch.utils import _pytree as pytree
 from ..errors import ArtifactError
 from ..onnx.export import OnnxExport, export_graph, save_model
 from ..source import first_line
-from ..verify import compare_outputs, tolerance
+from ..verify import compare_outputs, tolerance_for_precision
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, 
     save_model(model, path)
     runtime = OrtRuntime(path, device, meta, precision)
     check = compare_outputs(runtime(*[x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]),
-                            reference, _tolerance_for(precision))
+                            reference, tolerance_for_precision(precision))
     report = {
         "export": exported.as_dict(),
         "opset": exported.opset,
@@ -264,13 +264,6 @@ def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, 
         "seconds": round(time.perf_counter() - start, 3),
     }
     return runtime, report
-
-
-def _tolerance_for(precision: str):
-    if precision == "fp32":
-        return tolerance
-    low = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    return lambda dtype: tolerance(low) if dtype.is_floating_point else tolerance(dtype)
 
 
 __all__ = ["OrtRuntime", "build_onnx_runtime", "load_onnx_runtime", "provider_plan", "open_session"]

@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import aten, find_nodes, get_constant, is_op, only_user, remove_unused_constants, tensor_meta
+from accelc.patterns import (aten, find_nodes, get_constant, is_op, make_outputs_contiguous, only_user,
+                             remove_unused_constants, tensor_meta)
 
 mkldnn = torch.ops.mkldnn
 
@@ -138,7 +139,7 @@ class FuseConvPointwise(Pass):
             fused += 1
             epilogues += (unary not in (None, "none")) + (residual is not None)
         if fused:
-            self._restore_output_layout(gm)
+            make_outputs_contiguous(gm)
             remove_unused_constants(gm)  # the dense weights: only the packed copies are used now
         return PassResult(modified=fused > 0, stats={"fused": fused, "epilogues": epilogues})
 
@@ -153,15 +154,3 @@ class FuseConvPointwise(Pass):
         gm.register_buffer(name, tensor)
         return gm.graph.get_attr(name)
 
-    @staticmethod
-    def _restore_output_layout(gm: torch.fx.GraphModule) -> None:
-        output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
-
-        def contiguous(arg):
-            meta = tensor_meta(arg)
-            if meta is None or meta.dim() != 4:
-                return arg
-            with gm.graph.inserting_before(output):
-                return gm.graph.call_function(aten.contiguous.default, (arg,))
-
-        output.args = torch.fx.node.map_arg(output.args, contiguous)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import accelc_meta, add_constant, aten, find_nodes, get_constant, is_op, tensor_meta
+from accelc.patterns import (accelc_meta, add_constant, aten, find_nodes, get_constant, is_op, make_outputs_contiguous,
+                             tensor_meta)
 
 
 class ToChannelsLast(Pass):
@@ -51,14 +52,5 @@ class ToChannelsLast(Pass):
                 if is_op(user, aten.view, aten._unsafe_view):
                     with gm.graph.inserting_before(user):
                         user.replace_input_with(conv, gm.graph.call_function(aten.contiguous.default, (conv,)))
-        output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
-
-        def contiguous(arg):
-            meta = tensor_meta(arg)
-            if meta is None or meta.dim() != 4:
-                return arg
-            with gm.graph.inserting_before(output):
-                return gm.graph.call_function(aten.contiguous.default, (arg,))
-
-        output.args = torch.fx.node.map_arg(output.args, contiguous)
+        make_outputs_contiguous(gm)
         return PassResult(modified=True, stats={"converted": len(convs)})
