@@ -81,6 +81,7 @@ def accelerate(
     devices: list[str] | None = None,
     microbatches: int = 1,
     profile: bool = False,
+    branches: int | None = None,
     source_file: str | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> AcceleratedModule:
@@ -152,7 +153,11 @@ def accelerate(
         log.warning("accelc: %s", report["fallback"])
         return AcceleratedModule(model, report)
 
-    if stages or devices:
+    if branches and (stages or devices):
+        raise UserInputError("--branches and --stages/--devices are two ways to split one graph; use one of them")
+    if branches:
+        runner = branch_parallel_runtime(model, gm, inputs, branches, precision, report, progress)
+    elif stages or devices:
         runner = partitioned_runtime(model, gm, full_inputs, stages, devices, microbatches, profile, precision, report, progress)
     else:
         runner = select_runtime(model, gm, inputs, backend, dev, precision, static, report, progress)
@@ -232,6 +237,35 @@ def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, p
         return model
     if not comparison.ok:
         report["backend_fallback"] = f"partitioned execution disagrees with eager ({comparison.message}); running eagerly"
+        return model
+    if executor.timeline is not None:
+        report["timeline"] = timeline_as_dict(executor.timeline)
+    return executor
+
+
+def branch_parallel_runtime(model, gm, inputs, workers: int, precision: str, report: dict, progress):
+    """Run independent heavy branches of the graph concurrently on ``workers`` threads.
+
+    Verified like any runtime; when it fails or disagrees, the model runs eagerly and the report
+    says why. ``report["branches"]`` records the grouping so a saved artifact rebuilds the same.
+    """
+    from .runtime.branches import build_branch_executor
+
+    if workers < 1:
+        raise UserInputError(f"--branches needs at least 1 worker thread, got {workers}")
+    progress(f"grouping independent branches for {workers} worker threads")
+    report["backend"] = "torch"
+    try:
+        executor = build_branch_executor(gm, workers=workers)
+        report["branches"] = {"workers": workers, "threads_per_worker": executor.threads_per_worker,
+                              "groups": len(executor.groups), "heavy_groups": executor.heavy_groups}
+        comparison, _ = _checker(model, inputs, precision).check(executor)
+    except Exception as exc:
+        log.debug("branch-parallel execution failed", exc_info=True)
+        report["backend_fallback"] = f"branch-parallel execution failed ({first_line(exc)}); running eagerly"
+        return model
+    if not comparison.ok:
+        report["backend_fallback"] = f"branch-parallel execution disagrees with eager ({comparison.message}); running eagerly"
         return model
     if executor.timeline is not None:
         report["timeline"] = timeline_as_dict(executor.timeline)

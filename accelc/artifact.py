@@ -189,6 +189,10 @@ def load_artifact(path: str, device: str | None = None):
     example = tuple(x.to(dev) for x in example) or inputs_from_report(report, dev)
     if os.path.isfile(os.path.join(path, PLAN_FILE)):
         runner = _load_partitioned(path, gm, report)
+    elif report.get("branches") and not report.get("backend_fallback"):
+        from .runtime.branches import build_branch_executor
+
+        runner = build_branch_executor(gm, workers=report["branches"]["workers"])
     elif report.get("backend") == "onnxruntime" and os.path.isfile(os.path.join(path, "model.onnx")):
         from .runtime.onnxruntime import load_onnx_runtime
 

@@ -63,6 +63,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default=None, help="one device per stage, e.g. cpu,cuda:0")
     p.add_argument("--microbatches", type=int, default=1, help="pipeline M micro-batches through the stages")
     p.add_argument("--profile", action="store_true", help="time every node on the target to balance the stages")
+    p.add_argument("--branches", type=int, default=None, metavar="N",
+                   help="run independent branches (multi-branch blocks, parallel heads) concurrently on N threads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +111,7 @@ def _accelerate_from_file(args, progress: Progress, measure: bool):
         loaded.module, loaded.inputs, backend=args.backend, device=args.device, precision=args.precision,
         passes=_split(args.passes), disable=_split(args.disable), verify=not args.no_verify,
         measure=measure, static=args.static, stages=args.stages, devices=_split(args.devices),
-        microbatches=args.microbatches, profile=args.profile, source_file=loaded.path, on_progress=progress,
+        microbatches=args.microbatches, profile=args.profile, branches=args.branches, source_file=loaded.path, on_progress=progress,
     )
 
 
@@ -149,16 +151,21 @@ def cmd_run(args) -> int:
 
 
 def cmd_passes(args) -> int:
-    from .pipeline import DEFAULT_PIPELINE
+    from .pipeline import DEFAULT_PIPELINE, RUNTIME_PIPELINES
     from .registry import discover
 
     registry = discover()
+    runtime = {n: "+".join(d for d, names in RUNTIME_PIPELINES.items() if n in names) for n in registry}
     width = max((len(n) for n in registry), default=4)
-    print(f"{'pass':<{width}}  default  description  [source]")
+    print(f"{'pass':<{width}}   default   description  [source]")
     for name in sorted(registry, key=lambda n: (DEFAULT_PIPELINE.index(n) if n in DEFAULT_PIPELINE else 999, n)):
         entry = registry[name]
-        mark = f"{DEFAULT_PIPELINE.index(name) + 1:>5}  " if name in DEFAULT_PIPELINE else "    -  "
-        print(f"{name:<{width}}  {mark} {entry.description}  [{entry.source}]")
+        if name in DEFAULT_PIPELINE:
+            mark = f"{DEFAULT_PIPELINE.index(name) + 1:>8}"
+        else:  # a lowering the PyTorch runtime applies at load on these devices, or opt-in only
+            mark = f"{runtime[name] or '-':>8}"
+        print(f"{name:<{width}}  {mark}   {entry.description}  [{entry.source}]")
+    print("default: position in the default pipeline; cpu/cuda: applied by the PyTorch runtime on that device at load")
     return 0
 
 

@@ -24,7 +24,7 @@ import torch.fx
 from .capture import count_compute_nodes
 from .pass_base import Pass, PassContext
 from .source import first_line
-from .verify import Verifier
+from .verify import Verifier, tolerance_for_precision
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class PassManager:
     ) -> tuple[torch.fx.GraphModule, list[PassRecord]]:
         if self.verify and verifier is None:
             verifier = Verifier.for_module(gm, ctx.example_inputs)
+            verifier.tolerance_of = tolerance_for_precision(ctx.precision)  # lowering on purpose is judged by its dtype
         records = []
         for index, pass_ in enumerate(self.passes):
             self.on_progress(f"pass {index + 1}/{len(self.passes)}: {pass_.name}")

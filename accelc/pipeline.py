@@ -12,8 +12,7 @@ DEFAULT_PIPELINE: list[str] = [
     "fold_constants",  # after noops: masks/position ids become constants before pattern passes
     "fold_conv_bn",
     "fold_linear_bn",
-    "fuse_attention",  # before merging linears: it matches Q/K/V as separate projections' outputs
-    "merge_parallel_linears",
+    "fuse_attention",
     "cancel_transposes",  # after attention matching, which reads the transposes/views as written
     "merge_views",
     "lower_precision",  # last before CSE/DCE, which clean up its casts; a no-op at fp32
@@ -23,12 +22,17 @@ DEFAULT_PIPELINE: list[str] = [
 ]
 
 
-# Lowerings a runtime applies when it loads a graph, after the graph passes and never saved:
-# their results are device-specific (oneDNN prepacked weights are opaque tensors that cannot be
-# serialised), so the saved model.pt2 holds the portable graph and each load redoes them.
+# Lowerings the PyTorch runtime applies when it loads a graph, after the graph passes and never
+# saved, because they pay off only there:
+# - fuse_conv_pointwise: oneDNN prepacked weights are opaque tensors that cannot be serialised;
+# - merge_parallel_linears: one GEMM for Q/K/V helps PyTorch, but ONNX Runtime packs Q/K/V into
+#   its Attention op itself and measured ~6% slower on BERT when handed a pre-merged GEMM + Split;
+# - bind_direct_calls (last: later passes match OpOverloads): the bindings it calls are not ATen
+#   graph targets that torch.export can serialise.
+# The saved model.pt2 (and the ONNX export) hold the portable graph; each load redoes these.
 RUNTIME_PIPELINES: dict[str, list[str]] = {
-    "cpu": ["fuse_conv_pointwise"],
-    "cuda": [],
+    "cpu": ["merge_parallel_linears", "fuse_conv_pointwise", "bind_direct_calls"],
+    "cuda": ["merge_parallel_linears", "bind_direct_calls"],
 }
 
 

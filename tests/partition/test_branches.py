@@ -44,3 +44,29 @@ def test_failing_branch_names_its_nodes():
     with pytest.raises(StageError, match=f"branch group {heavy} failed: RuntimeError: branch exploded"):
         executor(*inputs)
     assert threading.active_count() == before
+
+
+def test_accelerate_with_branches_saves_and_reloads(tmp_path):
+    import accelc
+
+    model, inputs, _ = captured("multibranch_cnn")
+    fast = accelc.accelerate(model, inputs, branches=2)
+    assert "backend_fallback" not in fast.report
+    assert fast.report["branches"]["workers"] == 2 and fast.report["branches"]["heavy_groups"] >= 12
+    assert fast.report["timeline"]["intervals"]
+    with torch.inference_mode():
+        want = model(*inputs)
+        torch.testing.assert_close(fast(*inputs), want, rtol=1e-4, atol=1e-4)
+        fast.save(str(tmp_path / "out"))
+        reloaded = accelc.load(str(tmp_path / "out"))
+        assert type(reloaded.runner).__name__ == "BranchParallelExecutor"
+        torch.testing.assert_close(reloaded(*inputs), want, rtol=1e-4, atol=1e-4)
+
+
+def test_branches_with_stages_is_a_user_error():
+    import accelc
+    from accelc.errors import UserInputError
+
+    model, inputs, _ = captured("cnn")
+    with pytest.raises(UserInputError, match="--branches"):
+        accelc.accelerate(model, inputs, branches=2, stages=2)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from accelc.capture import capture
-from conftest import captured, count_ops, run_pass
+from pass_testing import captured, count_ops, run_pass
 
 aten = torch.ops.aten
 PERMUTES = (aten.transpose, aten.permute, aten.t)

@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from accelc.capture import capture
-from conftest import count_ops, run_pass
+from pass_testing import count_ops, run_pass
 
 aten = torch.ops.aten
 

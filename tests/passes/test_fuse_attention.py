@@ -10,7 +10,7 @@ from torch import nn
 
 from accelc.capture import capture
 from accelc.verify import compare_outputs, verification_inputs
-from conftest import captured, count_ops, run_pass
+from pass_testing import captured, count_ops, run_pass
 
 aten = torch.ops.aten
 SDPA = aten.scaled_dot_product_attention

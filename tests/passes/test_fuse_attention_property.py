@@ -11,7 +11,7 @@ from torch import nn
 
 from accelc.capture import capture
 from accelc.verify import compare_outputs
-from conftest import count_ops, run_pass
+from pass_testing import count_ops, run_pass
 
 aten = torch.ops.aten
 

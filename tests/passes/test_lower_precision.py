@@ -11,7 +11,7 @@ from accelc.pass_base import PassContext
 from accelc.pass_manager import PassManager
 from accelc.verify import Verifier, compare_outputs, tolerance, verification_inputs
 from accelc_passes.fx.lower_precision import LowerPrecision
-from conftest import captured, load_sample, run_pass
+from pass_testing import captured, load_sample, run_pass
 
 aten = torch.ops.aten
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from accelc.capture import capture
 from accelc.verify import compare_outputs, verification_inputs
-from conftest import captured, count_ops, run_pass
+from pass_testing import captured, count_ops, run_pass
 
 aten = torch.ops.aten
 
