@@ -6,6 +6,7 @@ Plain constants and helpers live in support.py, so test modules never import ``c
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch

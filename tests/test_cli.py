@@ -1,7 +1,6 @@
 """The command line: the happy path, and every bad input as one line with a non-zero exit."""
 
 import json
-import os
 import subprocess
 import sys
 
