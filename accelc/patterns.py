@@ -61,6 +61,19 @@ def add_constant(gm: torch.fx.GraphModule, tensor: torch.Tensor, name_hint: str,
     return node
 
 
+def add_opaque_constant(gm: torch.fx.GraphModule, tensor: torch.Tensor, name_hint: str) -> torch.fx.Node:
+    """Like :func:`add_constant` for a tensor without strides (oneDNN/MKL prepacked weights): it is
+    registered as is and its ``get_attr`` node (inserted at the current insertion point) has no
+    fake ``val``. Such a graph runs in memory but cannot be serialised as an ExportedProgram."""
+    base = "_accelc_" + "".join(c if c.isalnum() else "_" for c in name_hint).strip("_")
+    name, i = base, 0
+    while hasattr(gm, name):
+        i += 1
+        name = f"{base}_{i}"
+    gm.register_buffer(name, tensor)
+    return gm.graph.get_attr(name)
+
+
 def first_node(gm: torch.fx.GraphModule) -> torch.fx.Node:
     return next(iter(gm.graph.nodes))
 
@@ -142,7 +155,7 @@ def iter_calls(gm: torch.fx.GraphModule) -> Iterator[torch.fx.Node]:
 
 
 __all__ = [
-    "aten", "META_KEY", "is_op", "find_nodes", "get_constant", "is_constant", "add_constant", "tensor_meta",
+    "aten", "META_KEY", "is_op", "find_nodes", "get_constant", "is_constant", "add_constant", "add_opaque_constant", "tensor_meta",
     "accelc_meta", "only_user", "has_mutating_user", "make_outputs_contiguous", "remove_unused_constants", "iter_calls", "first_node",
 ]
 

@@ -24,14 +24,15 @@ DEFAULT_PIPELINE: list[str] = [
 
 # Lowerings the PyTorch runtime applies when it loads a graph, after the graph passes and never
 # saved, because they pay off only there:
-# - fuse_conv_pointwise: oneDNN prepacked weights are opaque tensors that cannot be serialised;
+# - fuse_conv_pointwise, pack_linear_weights: oneDNN/MKL prepacked weights are opaque tensors
+#   that cannot be serialised;
 # - merge_parallel_linears: one GEMM for Q/K/V helps PyTorch, but ONNX Runtime packs Q/K/V into
 #   its Attention op itself and measured ~6% slower on BERT when handed a pre-merged GEMM + Split;
 # - bind_direct_calls (last: later passes match OpOverloads): the bindings it calls are not ATen
 #   graph targets that torch.export can serialise.
 # The saved model.pt2 (and the ONNX export) hold the portable graph; each load redoes these.
 RUNTIME_PIPELINES: dict[str, list[str]] = {
-    "cpu": ["merge_parallel_linears", "fuse_conv_pointwise", "bind_direct_calls"],
+    "cpu": ["merge_parallel_linears", "fuse_conv_pointwise", "pack_linear_weights", "bind_direct_calls"],
     "cuda": ["merge_parallel_linears", "bind_direct_calls"],
 }
 

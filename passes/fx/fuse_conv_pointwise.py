@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import (aten, find_nodes, get_constant, is_op, make_outputs_contiguous, only_user,
+from accelc.patterns import (add_opaque_constant, aten, find_nodes, get_constant, is_op, make_outputs_contiguous, only_user,
                              remove_unused_constants, tensor_meta)
 
 mkldnn = torch.ops.mkldnn
@@ -113,7 +113,7 @@ class FuseConvPointwise(Pass):
             chain, unary, residual = _epilogue(conv)
             last = chain[-1]
             with gm.graph.inserting_before(last):
-                packed_node = self._add_opaque_constant(gm, packed, f"{conv.name}_packed_weight")
+                packed_node = add_opaque_constant(gm, packed, f"{conv.name}_packed_weight")
                 x_cl = x if _is_channels_last(x, channels_last) else gm.graph.call_function(
                     aten.contiguous.default, (x,), {"memory_format": torch.channels_last})
                 if residual is None:
@@ -142,15 +142,3 @@ class FuseConvPointwise(Pass):
             make_outputs_contiguous(gm)
             remove_unused_constants(gm)  # the dense weights: only the packed copies are used now
         return PassResult(modified=fused > 0, stats={"fused": fused, "epilogues": epilogues})
-
-    @staticmethod
-    def _add_opaque_constant(gm: torch.fx.GraphModule, tensor: torch.Tensor, hint: str) -> torch.fx.Node:
-        # A oneDNN tensor has no strides, so it gets no fake "val" and is registered as is.
-        base = "_accelc_" + "".join(c if c.isalnum() else "_" for c in hint)
-        name, i = base, 0
-        while hasattr(gm, name):
-            i += 1
-            name = f"{base}_{i}"
-        gm.register_buffer(name, tensor)
-        return gm.graph.get_attr(name)
-
