@@ -84,6 +84,10 @@ DEFAULT_SYSTEMS: tuple[str, ...] = tuple(SYSTEM_GROUPS)
 ACCELC_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
 # Each system keeps the device for turns of this long; see accelc.timing.measure_interleaved.
 TURN_SECONDS = 0.05
+# Idle time before each turn, not timed: the previous system's spinning threads go back to sleep.
+# Measured on ResNet-50 (2 cores): without it eager's median swung 100-153 ms between runs, with
+# it 72-74 ms, since OpenMP/ORT threads left spinning stole the cores from the next system.
+SETTLE_SECONDS = 0.03
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # model_type values from transformers configs that onnxruntime.transformers optimises under
@@ -326,6 +330,20 @@ def _build_compile(ctx: BenchContext, mode: str | None = None) -> Built:
     return Built(compiled, ctx.inputs, note=f"mode={mode}" if mode else "")
 
 
+def _build_compile_freezing(ctx: BenchContext) -> Built:
+    """Inductor with ``freezing``: weights become constants (folded, prepacked) at compile time.
+
+    Inductor reads its config when it compiles, at the first call, so that call is made here,
+    under the patch; later calls reuse the compiled graph (the inputs keep their shapes).
+    """
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(_shared_copy(ctx.eager_model))
+    with inductor_config.patch(freezing=True), torch.inference_mode():
+        compiled(*ctx.inputs[0])
+    return Built(compiled, ctx.inputs, note="inductor freezing=True")
+
+
 def _build_accelc(ctx: BenchContext, backend: str) -> Built:
     from .api import accelerate
 
@@ -499,6 +517,7 @@ def _builders(names: list[str]) -> dict[str, Callable[[BenchContext], Built]]:
         "eager": _build_eager,
         "compile": _build_compile,
         "compile-max-autotune": lambda ctx: _build_compile(ctx, "max-autotune"),
+        "compile-freezing": _build_compile_freezing,
         "compile-cudagraphs": lambda ctx: _build_compile(ctx, "reduce-overhead"),
         "onnxruntime": lambda ctx: _build_ort(ctx, "onnxruntime"),
         "onnxruntime-tensorrt": lambda ctx: _build_ort(ctx, "onnxruntime-tensorrt", provider="TensorrtExecutionProvider"),
@@ -521,7 +540,7 @@ def expand_systems(systems, max_autotune: bool = False, device: str | torch.devi
     """Expand group names (``compile``, ``accelc``, ...) into concrete systems, eager first, no repeats."""
     if isinstance(systems, str):
         systems = [s.strip() for s in systems.split(",") if s.strip()]
-    concrete = {"compile-max-autotune", "compile-cudagraphs", "onnxruntime-tensorrt"} | {f"accelc-{b}" for b in _accelc_backends()}
+    concrete = {"compile-max-autotune", "compile-freezing", "compile-cudagraphs", "onnxruntime-tensorrt"} | {f"accelc-{b}" for b in _accelc_backends()}
     concrete |= {s for group in SYSTEM_GROUPS.values() for s in group}
     out = ["eager"]
     for item in systems:
@@ -663,12 +682,13 @@ def run_bench(
                 built[name] = system
         progress("warming up", 0.7)
         timings = {}
+        other_load = OtherLoad()
         if built:
             timings = measure_interleaved(
                 {n: (lambda i, b=b: b.run(*b.inputs[i])) for n, b in built.items()},
                 [(i,) for i in range(len(fp32_sets))],
                 seconds=seconds, warmup=warmup, min_iterations=min_iterations,
-                max_iterations=max_iterations, device=dev, turn_seconds=TURN_SECONDS,
+                max_iterations=max_iterations, device=dev, turn_seconds=TURN_SECONDS, settle_seconds=SETTLE_SECONDS,
                 on_progress=lambda message, fraction: progress(message, 0.7 + 0.3 * fraction),
             )
     batch = _batch_size(inputs)
@@ -679,7 +699,7 @@ def run_bench(
         r.throughput_per_s = round(batch / (t.median_ms / 1e3), 2) if t.median_ms > 0 else None
     progress("done", 1.0)
     notes = [f"timing budget {seconds:g} s shared by {len(built)} systems in interleaved rounds after {warmup} warm-up calls each"]
-    busy = _busy_note(threads)
+    busy = other_load.note()
     if busy:
         notes.append(busy)
     return BenchResult(
@@ -710,18 +730,38 @@ def _preload(names: list[str]) -> None:
             log.debug("bench: could not preload %s", name, exc_info=True)
 
 
-def _busy_note(threads: int) -> str:
-    """A warning when other processes compete for the cores (torch's OpenMP threads then stall)."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return ""
-    cores = os.cpu_count() or 1
-    # This process accounts for about one runnable thread while it is timing.
-    if load - 1.0 > cores - threads + 0.5:
-        return (f"warning: machine busy (1-min load average {load:.1f} on {cores} cores); with cores oversubscribed, "
-                "multi-threaded kernels stall waiting for descheduled threads, so latencies are unreliable")
-    return ""
+class OtherLoad:
+    """CPU time other processes used while we timed, from /proc/stat minus this process's own.
+
+    The load average cannot tell: it counts this benchmark's own threads and the build that ran
+    before the timing. What matters is whether anything else took cores during the timed rounds.
+    """
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle, iowait
+        own = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.perf_counter()
+
+    def note(self) -> str:
+        end = self._sample()
+        if self.start is None or end is None:
+            return ""
+        wall = end[2] - self.start[2]
+        other = (end[0] - self.start[0]) - (end[1] - self.start[1])
+        cores = os.cpu_count() or 1
+        if wall <= 0 or other / wall < 0.25:  # other processes kept less than a quarter core busy
+            return ""
+        return (f"warning: other processes used {other / wall:.1f} of {cores} cores while this was timed; "
+                "multi-threaded kernels stall when their threads are descheduled, so latencies are unreliable")
 
 
 def _to_cpu(outputs):

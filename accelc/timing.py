@@ -52,7 +52,7 @@ def compare_latency(
     a while after a call, and would otherwise be charged to whichever system runs next.
     """
     return measure_interleaved(systems, input_sets, seconds, warmup, min_iterations, max_iterations, device,
-                               turn_seconds=0.05)
+                               turn_seconds=0.05, settle_seconds=0.03)
 
 
 def measure_interleaved(
@@ -65,6 +65,7 @@ def measure_interleaved(
     device: torch.device | str | None = None,
     on_progress: Callable[[str, float], None] | None = None,
     turn_seconds: float = 0.0,
+    settle_seconds: float = 0.0,
 ) -> dict[str, Timing]:
     """Warm every system up, then time them in interleaved rounds until ``seconds`` have passed.
 
@@ -77,7 +78,8 @@ def measure_interleaved(
     With ``turn_seconds`` > 0 each system keeps the CPU for a turn of about that long and the
     first call of every turn is not counted (see :func:`_time_turn`): runtimes whose worker threads
     spin after a call (ONNX Runtime, OpenMP) would otherwise steal the cores from whichever
-    system runs next, which measures the interleaving rather than the system.
+    system runs next, which measures the interleaving rather than the system. ``settle_seconds``
+    of idle time before each turn (not timed) let the previous system's threads go back to sleep.
     """
     progress = on_progress or (lambda message, fraction: None)
     names = list(systems)
@@ -96,6 +98,8 @@ def measure_interleaved(
             for j in range(len(names)):
                 name = names[(i + j) % len(names)]
                 if turn_seconds > 0:
+                    if settle_seconds > 0:
+                        time.sleep(settle_seconds)
                     _time_turn(systems[name], inputs, device, turn_seconds, samples[name])
                     continue
                 start = time.perf_counter()
