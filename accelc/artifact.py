@@ -203,18 +203,13 @@ def load_artifact(path: str, device: str | None = None):
 
 
 def _load_partitioned(path: str, gm, report: dict):
-    """Rebuild the stage executor: the saved plan when its node names match the reloaded graph,
-    else a fresh plan with the same stages and devices (re-export may rename nodes)."""
-    from .partition.partitioner import make_plan
+    """Rebuild the stage executor from the saved plan, re-planned if the reloaded graph renamed nodes."""
+    from .partition.partitioner import fit_plan
     from .partition.plan import Plan
     from .runtime.pipeline import build_executor
 
     with open(os.path.join(path, PLAN_FILE), encoding="utf-8") as f:
-        plan = Plan.from_json(f.read())
-    names = {n.name for n in gm.graph.nodes}
-    if not all(node in names for stage in plan.stages for node in stage.nodes):
-        log.info("plan.json names nodes the reloaded graph does not have; re-planning with the same devices")
-        plan = make_plan(gm, stages=plan.num_stages, devices=plan.devices)
+        plan = fit_plan(gm, Plan.from_json(f.read()))
     return build_executor(gm, plan, microbatches=(report.get("partition") or {}).get("microbatches", 1))
 
 

@@ -8,10 +8,12 @@ import io
 import json
 import math
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
 import torch
 
 from accelc import bench
@@ -146,6 +148,29 @@ def test_progress_bar_without_terminal():
 def test_compare_latency_keeps_its_signature():
     timings = compare_latency({"a": lambda x: x + 1, "b": lambda x: x * 2}, [(torch.ones(4),)], seconds=0.01, min_iterations=3)
     assert set(timings) == {"a", "b"} and all(t.iterations >= 3 for t in timings.values())
+
+
+def test_settle_pause_is_not_timed():
+    from accelc.timing import measure_interleaved
+
+    timings = measure_interleaved({"a": lambda x: x + 1}, [(torch.ones(4),)], seconds=0.0, min_iterations=3,
+                                  turn_seconds=0.001, settle_seconds=0.02)
+    assert timings["a"].max_ms < 20  # the 20 ms pause before each turn is outside every sample
+
+
+def test_other_load_notes_only_other_processes():
+    from accelc.bench import OtherLoad
+
+    probe = OtherLoad()
+    deadline = time.perf_counter() + 0.3
+    while time.perf_counter() < deadline:  # this process busy: not a reason to warn
+        sum(range(1000))
+    note = probe.note()
+    assert note == "" or "other processes used" in note
+
+
+def test_compile_freezing_is_a_system():
+    assert expand_systems("compile-freezing") == ["eager", "compile-freezing"]
 
 
 def _fake_entry(name, median=None, status="ok", reason=""):

@@ -159,6 +159,18 @@ def make_plan(
     return plan
 
 
+
+def fit_plan(gm: torch.fx.GraphModule, plan: Plan) -> Plan:
+    """``plan`` when every node it names is in ``gm``, else a fresh plan with the same stages and
+    devices. A graph reloaded from model.pt2 has been re-exported and may name its nodes anew;
+    the fresh plan is deterministic (static costs), so every process of a distributed run agrees."""
+    names = {n.name for n in gm.graph.nodes}
+    if all(node in names for stage in plan.stages for node in stage.nodes):
+        return plan
+    log.info("the plan names nodes this graph does not have; re-planning with the same stages and devices")
+    return make_plan(gm, stages=plan.num_stages, devices=plan.devices)
+
+
 def plan_from_groups(gm: torch.fx.GraphModule, groups: list[tuple[str, list[str]]], devices: list[str] | None = None) -> Plan:
     """A plan whose stages are given groups of consecutive call nodes, each with its backend name.
 

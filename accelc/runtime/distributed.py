@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.fx
 
 from ..errors import UserInputError
-from ..partition.partitioner import build_stage_module
+from ..partition.partitioner import build_stage_module, fit_plan
 from ..partition.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,21 @@ def _meta_args(gm: torch.fx.GraphModule, names: list[str], device: torch.device)
             raise UserInputError(f"value {name!r} crosses a stage boundary but is not a tensor; cut elsewhere")
         out.append(torch.empty(tuple(val.shape), dtype=val.dtype, device=device))
     return tuple(out)
+
+
+class _ContiguousOutputs(torch.nn.Module):
+    """Send-ready stage outputs: the collectives need contiguous tensors, and a channels-last
+    activation at a cut is not (same values, different strides)."""
+
+    def __init__(self, stage: torch.nn.Module):
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, *args):
+        out = self.stage(*args)
+        if isinstance(out, torch.Tensor):
+            return out.contiguous()
+        return type(out)(x.contiguous() if isinstance(x, torch.Tensor) else x for x in out)
 
 
 def backend_for(plan: Plan) -> str:
@@ -64,7 +79,7 @@ def run_stage(gm: torch.fx.GraphModule, plan: Plan, inputs: tuple | None, microb
         torch.cuda.set_device(device)
     elif stage_plan.threads:
         torch.set_num_threads(stage_plan.threads)
-    module = build_stage_module(gm, plan, rank, device=device if device.type != "cpu" else None)
+    module = _ContiguousOutputs(build_stage_module(gm, plan, rank, device=device if device.type != "cpu" else None))
     stage = PipelineStage(
         module, rank, world, device,
         input_args=_meta_args(gm, stage_plan.inputs, device),
@@ -99,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     dist.init_process_group(backend_for(plan), timeout=datetime.timedelta(seconds=ns.timeout_s))
     try:
         gm = graph_module_from_program(torch.export.load(ns.program))
+        plan = fit_plan(gm, plan)  # model.pt2 from an artifact was re-exported: node names may differ
         inputs = tuple(torch.load(ns.inputs, weights_only=True)) if dist.get_rank() == 0 else None
         out = run_stage(gm, plan, inputs, ns.microbatches)
         if out is not None and ns.out:

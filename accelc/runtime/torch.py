@@ -59,10 +59,11 @@ def flat_callable(gm: torch.fx.GraphModule):
     if any(n.op in ("call_module", "call_method") for n in gm.graph.nodes):
         return None
     if info is not None and info.in_spec is not None:
-        args_spec = info.in_spec.children_specs[0] if info.in_spec.num_children == 2 else None
-        kwargs_spec = info.in_spec.children_specs[1] if info.in_spec.num_children == 2 else None
-        # Only forward(*tensors): positional leaves, no kwargs, no nesting.
-        if args_spec is None or kwargs_spec.num_leaves or any(not c.is_leaf() for c in args_spec.children_specs):
+        # Only forward(*tensors): the spec must unflatten leaf i to positional argument i.
+        count = info.in_spec.num_leaves
+        structure = pytree.tree_unflatten(list(range(count)), info.in_spec)
+        if not (isinstance(structure, tuple) and len(structure) == 2 and structure[1] == {}
+                and isinstance(structure[0], (tuple, list)) and list(structure[0]) == list(range(count))):
             return None
     graph = copy.deepcopy(gm.graph)
     graph.set_codegen(torch.fx.graph.CodeGen())

@@ -7,8 +7,11 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from accelc_test_samples import load_sample
+
+import accelc
 
 from accelc.capture import graph_module_from_program
 from accelc.partition import make_plan
@@ -20,17 +23,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_gloo_pipeline_matches_eager(tmp_path):
+@pytest.mark.parametrize("source", ["program", "artifact"])
+def test_two_process_gloo_pipeline_matches_eager(tmp_path, source):
+    """``program``: a plan made on the exported graph itself. ``artifact``: the README's route, an
+    ``accelc optimize --stages 2`` folder, whose model.pt2 was re-exported after the passes (node
+    names change) and whose cut carries a channels-last activation (not contiguous)."""
     torch.manual_seed(0)
     model, inputs = load_sample("cnn")
-    program = torch.export.export(model, inputs, strict=False)
-    torch.export.save(program, tmp_path / "model.pt2")
-    gm = graph_module_from_program(program)
-    make_plan(gm, inputs, stages=2).save(tmp_path / "plan.json")
     microbatches = 3
     batch = tuple(torch.cat([x] * microbatches) for x in inputs)
     batch = (batch[0] + 0.1 * torch.randn_like(batch[0]),)
     torch.save(batch, tmp_path / "inputs.pt")
+    if source == "program":
+        program = torch.export.export(model, inputs, strict=False)
+        torch.export.save(program, tmp_path / "model.pt2")
+        gm = graph_module_from_program(program)
+        make_plan(gm, inputs, stages=2).save(tmp_path / "plan.json")
+    else:
+        fast = accelc.accelerate(model, batch, backend="torch", stages=2, microbatches=microbatches)
+        folder = tmp_path / "artifact"
+        fast.save(str(folder))
+        for name in ("model.pt2", "plan.json"):
+            (tmp_path / name).write_bytes((folder / name).read_bytes())
 
     port = _free_port()
     procs = []
