@@ -215,8 +215,8 @@ def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, p
                         report: dict, progress):
     """Cut the graph into stages (model parallel; pipelined over micro-batches when ``microbatches`` > 1).
 
-    The executor must match eager like any runtime; when it does not, the single-stage PyTorch
-    runtime is used and the report says why. Bad settings (more stages than nodes, a device list
+    The executor must match eager like any runtime; when it does not, the model runs eagerly and
+    the report says why. Bad settings (more stages than nodes, a device list
     that does not match) are the user's error.
     """
     from .partition.partitioner import make_plan
@@ -228,19 +228,8 @@ def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, p
     report["plan"] = json.loads(plan.to_json())
     report["partition"] = {"stages": plan.num_stages, "devices": plan.devices, "microbatches": microbatches,
                            "profiled": plan.profiled, "balance": round(plan.balance(), 3)}
-    try:
-        executor = build_executor(gm, plan, microbatches=microbatches)
-        comparison, _ = _checker(model, inputs, precision).check(executor)
-    except Exception as exc:
-        log.debug("partitioned execution failed", exc_info=True)
-        report["backend_fallback"] = f"partitioned execution failed ({first_line(exc)}); running eagerly"
-        return model
-    if not comparison.ok:
-        report["backend_fallback"] = f"partitioned execution disagrees with eager ({comparison.message}); running eagerly"
-        return model
-    if executor.timeline is not None:
-        report["timeline"] = timeline_as_dict(executor.timeline)
-    return executor
+    return _verified_executor(model, inputs, precision, report, "partitioned",
+                              lambda: build_executor(gm, plan, microbatches=microbatches))
 
 
 def branch_parallel_runtime(model, gm, inputs, workers: int, precision: str, report: dict, progress):
@@ -255,17 +244,28 @@ def branch_parallel_runtime(model, gm, inputs, workers: int, precision: str, rep
         raise UserInputError(f"--branches needs at least 1 worker thread, got {workers}")
     progress(f"grouping independent branches for {workers} worker threads")
     report["backend"] = "torch"
-    try:
+
+    def build():
         executor = build_branch_executor(gm, workers=workers)
         report["branches"] = {"workers": workers, "threads_per_worker": executor.threads_per_worker,
                               "groups": len(executor.groups), "heavy_groups": executor.heavy_groups}
+        return executor
+
+    return _verified_executor(model, inputs, precision, report, "branch-parallel", build)
+
+
+def _verified_executor(model, inputs, precision: str, report: dict, kind: str, build):
+    """``build()``'s executor if it runs and matches eager; else the eager model, with the reason
+    in ``report["backend_fallback"]``. A run's timeline, when the executor keeps one, goes in the report."""
+    try:
+        executor = build()
         comparison, _ = _checker(model, inputs, precision).check(executor)
     except Exception as exc:
-        log.debug("branch-parallel execution failed", exc_info=True)
-        report["backend_fallback"] = f"branch-parallel execution failed ({first_line(exc)}); running eagerly"
+        log.debug("%s execution failed", kind, exc_info=True)
+        report["backend_fallback"] = f"{kind} execution failed ({first_line(exc)}); running eagerly"
         return model
     if not comparison.ok:
-        report["backend_fallback"] = f"branch-parallel execution disagrees with eager ({comparison.message}); running eagerly"
+        report["backend_fallback"] = f"{kind} execution disagrees with eager ({comparison.message}); running eagerly"
         return model
     if executor.timeline is not None:
         report["timeline"] = timeline_as_dict(executor.timeline)
