@@ -162,11 +162,11 @@ __all__ = [
 
 # --- eval-mode BatchNorm as a per-channel affine map (used by the folding passes) ---------------
 
-_BATCH_NORM_OPS = (aten.batch_norm, aten._native_batch_norm_legit_no_training)
+BATCH_NORM_OPS = (aten.batch_norm, aten._native_batch_norm_legit_no_training)  # eval-mode BN as export writes it
 
 
 def is_batch_norm(node: Any) -> bool:
-    return is_op(node, *_BATCH_NORM_OPS)
+    return is_op(node, *BATCH_NORM_OPS)
 
 
 def batch_norm_affine(gm: torch.fx.GraphModule, bn: torch.fx.Node):
@@ -213,7 +213,7 @@ def batch_norm_affine(gm: torch.fx.GraphModule, bn: torch.fx.Node):
     return (scale, shift, out), None
 
 
-__all__ += ["is_batch_norm", "batch_norm_affine"]
+__all__ += ["BATCH_NORM_OPS", "is_batch_norm", "batch_norm_affine"]
 
 
 # --- metadata and scalars for nodes a pass creates (attention, merged linears, precision) -------

@@ -19,11 +19,10 @@ from __future__ import annotations
 import torch
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import add_constant, aten, batch_norm_affine, find_nodes, get_constant, is_op
+from accelc.patterns import BATCH_NORM_OPS, add_constant, aten, batch_norm_affine, find_nodes, get_constant, is_op
 
 _CONVS = (aten.conv1d, aten.conv2d, aten.conv3d)
 _TRANSPOSED_CONVS = (aten.conv_transpose1d, aten.conv_transpose2d, aten.conv_transpose3d)
-_BATCH_NORMS = (aten.batch_norm, aten._native_batch_norm_legit_no_training)
 
 
 def _conv_layout(conv: torch.fx.Node):
@@ -48,7 +47,7 @@ class FoldConvBatchNorm(Pass):
 
     def run(self, gm: torch.fx.GraphModule, ctx: PassContext) -> PassResult:
         folded = 0
-        for bn in find_nodes(gm, *_BATCH_NORMS):
+        for bn in find_nodes(gm, *BATCH_NORM_OPS):
             conv = bn.args[0]
             layout = _conv_layout(conv) if isinstance(conv, torch.fx.Node) else None
             if layout is None:

@@ -16,9 +16,8 @@ from __future__ import annotations
 import torch
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import add_constant, aten, batch_norm_affine, find_nodes, get_constant, is_op, tensor_meta
-
-_BATCH_NORMS = (aten.batch_norm, aten._native_batch_norm_legit_no_training)
+from accelc.patterns import (BATCH_NORM_OPS, add_constant, aten, batch_norm_affine, find_nodes, get_constant, is_op,
+                             tensor_meta)
 
 
 class FoldLinearBatchNorm(Pass):
@@ -28,7 +27,7 @@ class FoldLinearBatchNorm(Pass):
 
     def run(self, gm: torch.fx.GraphModule, ctx: PassContext) -> PassResult:
         folded = 0
-        for bn in find_nodes(gm, *_BATCH_NORMS):
+        for bn in find_nodes(gm, *BATCH_NORM_OPS):
             linear = bn.args[0]
             if is_op(linear, aten.linear) and self._fold(gm, ctx, linear, bn):
                 folded += 1
