@@ -67,20 +67,18 @@ class PackLinearWeights(Pass):
         if node.target is aten.linear.default:
             x, weight_node = node.args[0], node.args[1]
             bias_node = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-            weight = get_constant(gm, weight_node)
+            bias = get_constant(gm, bias_node) if bias_node is not None else None
         elif node.target is aten.addmm.default and node.kwargs.get("beta", 1) == 1 and node.kwargs.get("alpha", 1) == 1 \
                 and len(node.args) == 3:
-            bias_node, x, operand = node.args
-            operand_value = get_constant(gm, operand)
-            weight = operand_value.t().contiguous() if operand_value is not None else None
-            weight_node = None
+            bias_node, x, weight_node = node.args  # weight_node is the K×N operand here
             bias = get_constant(gm, bias_node)
             if bias is None or bias.dim() != 1:
                 ctx.refuse(node, "addmm's bias is not a constant vector")
                 return None
         else:
             return None
-        if weight is None or (bias_node is not None and get_constant(gm, bias_node) is None):
+        weight = get_constant(gm, weight_node)
+        if weight is None or (bias_node is not None and bias is None):
             ctx.refuse(node, "weight or bias is not a constant")
             return None
         x_meta = tensor_meta(x)
@@ -88,7 +86,10 @@ class PackLinearWeights(Pass):
                 or x_meta.dim() < 2 or not all(isinstance(d, int) for d in x_meta.shape):
             ctx.refuse(node, "only fp32 linears with static input shapes are packed")
             return None
-        if bias_node is not None and get_constant(gm, bias_node).dtype != torch.float32:
+        if bias is not None and bias.dtype != torch.float32:
             ctx.refuse(node, "bias is not fp32")
             return None
-        return x, weight, weight_node, bias_node, math.prod(x_meta.shape[:-1])
+        rows = math.prod(x_meta.shape[:-1])
+        if node.target is aten.addmm.default:  # transposed only now that it will be used
+            return x, weight.t().contiguous(), None, bias_node, rows
+        return x, weight, weight_node, bias_node, rows
