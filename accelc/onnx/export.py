@@ -88,13 +88,31 @@ def _dynamo_export(gm: torch.fx.GraphModule, inputs: tuple, static: bool, opset:
     return onnx_program.model_proto
 
 
+class _Traceable(torch.nn.Module):
+    """Holds the graph module for the TorchScript exporter.
+
+    The exporter switches its model to eval mode; a module that came out of ``torch.export``
+    refuses ``train()``, so this wrapper answers the switch itself and leaves the graph alone.
+    """
+
+    def __init__(self, gm: torch.fx.GraphModule):
+        super().__init__()
+        self.gm = gm
+
+    def train(self, mode: bool = True):
+        return self
+
+    def forward(self, *args):
+        return self.gm(*args)
+
+
 def _torchscript_export(gm: torch.fx.GraphModule, inputs: tuple, static: bool, opset: int, workdir: str) -> onnx.ModelProto:
     names = [f"input_{i}" for i in range(len(inputs))]
     axes = None if static else {n: {0: "batch"} for n, x in zip(names, inputs) if isinstance(x, torch.Tensor) and x.dim() > 0}
     path = os.path.join(workdir, "torchscript_export.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(gm, tuple(inputs), path, dynamo=False, opset_version=opset, input_names=names, dynamic_axes=axes)
+        torch.onnx.export(_Traceable(gm), tuple(inputs), path, dynamo=False, opset_version=opset, input_names=names, dynamic_axes=axes)
     return onnx.load(path)
 
 

@@ -68,6 +68,17 @@ def provider_plan(device: torch.device, folder: str, precision: str = "fp32") ->
     return plan
 
 
+# ORT graph fusions switched off per provider, because their kernels measured slower than what
+# they replace (see the CPU pipeline in accelc.onnx.optimize). A plain InferenceSession on the
+# artifact gives the same answers without this, only slower: pass the same list as
+# ``disabled_optimizers`` (meta.json records it) to match accelc's speed.
+DISABLED_FUSIONS = {"CPUExecutionProvider": ["SkipLayerNormFusion", "BiasGeluFusion"]}
+
+
+def disabled_fusions(provider: str) -> list[str]:
+    return list(DISABLED_FUSIONS.get(provider, []))
+
+
 def session_options(threads: int | None = None):
     ort = _ort()
     options = ort.SessionOptions()
@@ -101,7 +112,8 @@ def open_session(model_path: str, device: torch.device, folder: str, precision: 
             os.makedirs(chain[0][1]["trt_engine_cache_path"], exist_ok=True)
         try:
             session = ort.InferenceSession(model_path, sess_options=session_options(threads),
-                                           providers=[n for n, _ in chain], provider_options=[o for _, o in chain])
+                                           providers=[n for n, _ in chain], provider_options=[o for _, o in chain],
+                                           disabled_optimizers=disabled_fusions(wanted))
         except Exception as exc:  # a provider's library or options failed: try the next one
             record["fallbacks"].append(f"{wanted}: {first_line(exc)}")
             log.info("onnxruntime: %s failed to initialise (%s); trying the next provider", wanted, first_line(exc))
@@ -111,6 +123,7 @@ def open_session(model_path: str, device: torch.device, folder: str, precision: 
             # ORT drops a provider whose shared library does not load, with only a log line.
             record["fallbacks"].append(f"{wanted}: not active after session creation (ORT chose {active[0]})")
         record["used"] = active[0]
+        record["disabled_fusions"] = disabled_fusions(wanted)
         record["active"] = active
         record["cuda_graph"] = active[0] == "CUDAExecutionProvider" and any(o.get("enable_cuda_graph") == "1" for _, o in chain)
         return session, record
@@ -258,6 +271,7 @@ def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, 
     path = os.path.join(workdir, MODEL_FILE)
     save_model(model, path)
     runtime = OrtRuntime(path, device, meta, precision)
+    meta["disabled_fusions"] = runtime.providers["disabled_fusions"]  # saved in meta.json for plain-ORT users
     check = compare_outputs(runtime(*[x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]),
                             reference, tolerance_for_precision(precision))
     report = {

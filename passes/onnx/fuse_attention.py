@@ -1,15 +1,18 @@
-"""Fuse attention blocks into ONNX Runtime's ``com.microsoft`` MultiHeadAttention / Attention.
+"""Fuse attention blocks into ONNX Runtime's ``com.microsoft`` MultiHeadAttention.
 
     Q = Transpose(Reshape(x·Wq + bq)), K = ..., V = ...
     MatMul(Softmax(MatMul(Q, Kᵀ)·s + mask), V) ─Transpose─Reshape─►  y
         ==>  y = MultiHeadAttention(x·Wq, x·Wk, x·Wv, bias=[bq;bk;bv], attention_bias=mask, scale=s)
-        ==>  y = Attention(x, [Wq|Wk|Wv], [bq;bk;bv], mask)      (when Q, K, V share their input)
 
 The matching is onnxscript's ORT fusions, in their order: SDPA (the softmax(QKᵀ·s + mask)·V
 core, in the eager matmul form and the scaled-both-sides form the exporter writes for
-``scaled_dot_product_attention``), then the head split / merge around it (MHA), the projection
-biases (MHA bias) and the packed-QKV form (Attention). Shape inference runs first because the
-head-split checks need shapes. Counts are of fused ops present after the pass.
+``scaled_dot_product_attention``), then the head split / merge around it (MHA) and the
+projection biases (MHA bias). Shape inference runs first because the head-split checks need
+shapes. Counts are of fused ops present after the pass.
+
+The Q/K/V projections stay MatMuls: ORT packs their weights once and runs them as whole-matrix
+GEMMs. Packing them into the Attention op as well is ``pack_qkv_attention``, a separate pass,
+because ORT's CPU Attention kernel runs the projection head by head and measured slower.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 from onnxscript.optimizer import optimize
-from onnxscript.rewriter.ort_fusions.attention import fuse_attention
 from onnxscript.rewriter.ort_fusions.mha import fuse_mha1, fuse_mha2
 from onnxscript.rewriter.ort_fusions.mha_bias import fuse_mha_bias
 from onnxscript.rewriter.ort_fusions.mha_scale import fuse_mha_scale
@@ -72,7 +74,7 @@ def restore_flattened_outputs(model: ir.Model) -> int:
 
 
 class FuseAttention(OnnxPass):
-    """Attention (softmax(QKᵀ·s + mask)·V with head split/merge) ==> com.microsoft MultiHeadAttention/Attention."""
+    """Attention (softmax(QKᵀ·s + mask)·V with head split/merge) ==> com.microsoft MultiHeadAttention."""
 
     name = "fuse_attention"
 
@@ -88,7 +90,6 @@ class FuseAttention(OnnxPass):
         if mha:
             fuse_mha_scale(model)
             fuse_mha_bias(model)
-            fuse_attention(model)
         optimize(model)  # inlines any SDPA function left unfused, drops dead nodes
         fused = count_ops(model, *ATTENTION_OPS)
         left = count_softmax_blocks(model)

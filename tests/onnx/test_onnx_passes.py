@@ -7,17 +7,20 @@ import onnx_ir as ir
 import pytest
 import torch
 
-from accelc.onnx.optimize import run_in_ort
+from accelc.onnx.optimize import ONNX_PIPELINES, run_in_ort
 from accelc.onnx.pass_base import OnnxPassContext, discover_onnx_passes
 from accelc.verify import compare_outputs, flat_outputs
 
 from onnx_samples import captured, exported, op_counts
 
-# pass -> (sample it must fire on, op type it must create, stat key, non-matching sample)
+# pass -> (sample it must fire on, op type it creates, stat key, non-matching sample, passes run first)
 CASES = {
-    "fuse_attention": ("bert", "Attention", "fused", "mlp"),
-    "fuse_skip_layer_norm": ("vit", "SkipLayerNormalization", "fused", "cnn"),
-    "fuse_bias_gelu": ("bert", "BiasGelu", "bias_gelu", "mlp"),
+    "fuse_attention": ("bert", "MultiHeadAttention", "fused", "mlp", []),
+    "pack_qkv_attention": ("bert", "Attention", "packed", "mlp", ["fuse_attention"]),
+    "fuse_skip_layer_norm": ("vit", "SkipLayerNormalization", "fused", "cnn", []),
+    "fuse_bias_gelu": ("bert", "BiasGelu", "bias_gelu", "mlp", []),
+    "fuse_fast_gelu": ("gpt2", "FastGelu", "fast_gelu", "mlp", []),
+    "fold_bias_add": ("bert", "Gemm", "folded", "cnn", []),
 }
 
 
@@ -28,28 +31,52 @@ def _apply(name: str, proto, precision="fp32", device="cpu"):
     return ir.serde.serialize_model(model), result, ctx
 
 
+def _prepared(sample: str, export_root: str, before: list[str]):
+    proto = exported(sample, export_root).model
+    for name in before:
+        proto, _, _ = _apply(name, proto)
+    return proto
+
+
 def _eager(sample):
     model, inputs, _ = captured(sample)
     with torch.inference_mode():
         return flat_outputs(model(*inputs))
 
 
+def _same_in_ort(proto, sample, tmp_path):
+    _, inputs, gm = captured(sample)
+    arg_names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    check = compare_outputs(run_in_ort(proto, inputs, arg_names, str(tmp_path)), _eager(sample))
+    assert check.ok, check.message
+
+
 def test_onnx_passes_are_registered():
-    assert {"fuse_attention", "fuse_skip_layer_norm", "fuse_bias_gelu", "convert_fp16"} <= set(discover_onnx_passes())
+    assert set(CASES) | {"convert_fp16", "cleanup_casts_reshapes"} <= set(discover_onnx_passes())
+
+
+def test_every_pipeline_pass_is_registered():
+    for pipeline in ONNX_PIPELINES.values():
+        assert set(pipeline) <= set(discover_onnx_passes())
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_pass_fires_and_keeps_outputs(name, export_root, tmp_path):
-    sample, op, key, _ = CASES[name]
-    export = exported(sample, export_root)
-    new, result, _ = _apply(name, export.model)
+    sample, op, key, _, before = CASES[name]
+    proto = _prepared(sample, export_root, before)
+    new, result, _ = _apply(name, proto)
     assert result.modified and result.stats[key] >= 2, result
-    assert op_counts(new).get(op, 0) == result.stats[key]
-    _, inputs, gm = captured(sample)
-    arg_names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
-    got = run_in_ort(new, inputs, arg_names, str(tmp_path))
-    check = compare_outputs(got, _eager(sample))
-    assert check.ok, check.message
+    assert op_counts(new).get(op, 0) - op_counts(proto).get(op, 0) == result.stats[key]
+    _same_in_ort(new, sample, tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_pass_is_idempotent(name, export_root):
+    sample, _, _, _, before = CASES[name]
+    once, _, _ = _apply(name, _prepared(sample, export_root, before))
+    twice, result, _ = _apply(name, once)
+    assert not result.modified, result
+    assert op_counts(twice) == op_counts(once)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -59,6 +86,59 @@ def test_pass_leaves_non_matching_graph_alone(name, export_root):
     new, result, _ = _apply(name, export.model)
     assert not result.modified, result
     assert op_counts(new) == op_counts(export.model)
+
+
+def test_cleanup_removes_what_the_torchscript_exporter_leaves(tmp_path):
+    """The TorchScript exporter (accelc's fallback) leaves Reshape chains in GPT-2; the dynamo
+    exporter's own optimiser already removes them, so there the pass must change nothing."""
+    from accelc.onnx.export import _torchscript_export
+
+    _, inputs, gm = captured("gpt2")
+    proto = _torchscript_export(gm, inputs, True, 17, str(tmp_path))
+    new, result, _ = _apply("cleanup_casts_reshapes", proto)
+    assert result.modified and result.stats["shape_ops_removed"] >= 2, result
+    assert op_counts(proto)["Reshape"] - op_counts(new)["Reshape"] == result.stats["shape_ops_removed"]
+    check = compare_outputs(run_in_ort(new, inputs, [f"input_{i}" for i in range(len(inputs))], str(tmp_path)), _eager("gpt2"))
+    assert check.ok, check.message
+    again, result, _ = _apply("cleanup_casts_reshapes", new)
+    assert not result.modified
+
+
+@pytest.mark.parametrize("sample", ["bert", "vit", "mlp"])
+def test_cleanup_finds_nothing_in_dynamo_exports(sample, export_root):
+    _, result, _ = _apply("cleanup_casts_reshapes", exported(sample, export_root).model)
+    assert result.stats["shape_ops_removed"] == result.stats["casts_removed"] == 0, result
+
+
+def test_fold_bias_add_keeps_a_dynamic_batch(tmp_path):
+    """A folded 3-D linear reshapes back with -1 for the batch: other batch sizes still run."""
+    from accelc.capture import capture
+    from accelc.onnx.export import export_graph
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).eval()
+    inputs = (torch.randn(2, 5, 16),)
+    export = export_graph(capture(model, inputs).graph_module, inputs, str(tmp_path))
+    assert export.dynamic_batch
+    new, result, _ = _apply("fold_bias_add", export.model)
+    assert result.stats["folded"] == 2 and op_counts(new).get("MatMul", 0) == 0
+    for batch in (1, 3):
+        x = torch.randn(batch, 5, 16)
+        with torch.inference_mode():
+            assert compare_outputs(run_in_ort(new, (x,), ["input"], str(tmp_path)), [model(x)]).ok
+
+
+def test_fast_gelu_matches_the_gelu_op_with_tanh(tmp_path):
+    """The opset-20 Gelu op with approximate="tanh" (F.gelu(approximate="tanh")) fuses too."""
+    from accelc.capture import capture
+    from accelc.onnx.export import export_graph
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(approximate="tanh")).eval()
+    inputs = (torch.randn(4, 16),)
+    export = export_graph(capture(model, inputs).graph_module, inputs, str(tmp_path), static=True)
+    new, result, _ = _apply("fuse_fast_gelu", export.model)
+    assert result.stats["fast_gelu"] == 1 and op_counts(new).get("FastGelu") == 1, result
+    with torch.inference_mode():
+        assert compare_outputs(run_in_ort(new, inputs, ["input"], str(tmp_path)), [model(*inputs)]).ok
 
 
 @pytest.mark.parametrize("sample", ["bert", "gpt2", "vit"])

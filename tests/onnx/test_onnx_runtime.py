@@ -67,6 +67,42 @@ def test_transformer_exports_fuse_every_attention_block(tmp_path):
         assert attention["stats"]["fused"] == attention["stats"]["attention_present"] == 2, (name, attention)
 
 
+def test_cpu_pipeline_keeps_gemms_whole_and_layer_norm_unfused(tmp_path):
+    """On the CPU provider: MultiHeadAttention with separate Q/K/V GEMMs, biases inside Gemm, no
+    SkipLayerNormalization/BiasGelu (slower kernels there), and ORT told not to fuse them back."""
+    import onnx
+
+    from onnx_samples import op_counts
+
+    model, inputs, gm = captured("bert")
+    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path))
+    ops = op_counts(onnx.load(runtime.model_path))
+    assert ops.get("MultiHeadAttention") == 2 and "Attention" not in ops
+    assert not {"SkipLayerNormalization", "BiasGelu"} & set(ops)
+    assert ops.get("Gemm", 0) >= 6 and ops.get("MatMul", 0) == 6  # Q, K, V per layer stay MatMuls
+    assert report["providers"]["disabled_fusions"] == ["SkipLayerNormFusion", "BiasGeluFusion"]
+    assert runtime.meta["disabled_fusions"] == report["providers"]["disabled_fusions"]
+    with torch.inference_mode():
+        assert compare_outputs(runtime(*inputs), model(*inputs)).ok
+
+
+def test_torchscript_exporter_is_the_fallback(tmp_path, monkeypatch):
+    """When the dynamo exporter fails, the TorchScript exporter exports the graph module and the
+    report keeps the dynamo failure."""
+    import accelc.onnx.export as export_module
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("dynamo exporter refused this graph")
+
+    monkeypatch.setattr(export_module, "_dynamo_export", refuse)
+    model, inputs, gm = captured("gpt2")
+    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path))
+    assert report["export"]["exporter"] == "torchscript"
+    assert any("dynamo exporter refused" in a for a in report["export"]["attempts"])
+    with torch.inference_mode():
+        assert compare_outputs(runtime(*inputs), model(*inputs)).ok
+
+
 def test_dynamic_batch_where_the_model_allows(tmp_path):
     model, inputs, gm = captured("mlp")
     runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path))
