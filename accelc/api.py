@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from . import __version__
-from .capture import capture, count_compute_nodes
+from .capture import capture, count_compute_nodes, double_batch
 from .errors import ModelRunError, UserInputError
 from .loader import normalize_inputs
 from .pass_base import PassContext
@@ -160,7 +160,11 @@ def accelerate(
     elif stages or devices:
         runner = partitioned_runtime(model, gm, full_inputs, stages, devices, microbatches, profile, precision, report, progress)
     else:
-        runner = select_runtime(model, gm, inputs, backend, dev, precision, static, report, progress)
+        def recapture():
+            progress("re-capturing with a symbolic batch for the ONNX export")
+            return dynamic_batch_graph(model, inputs, pass_list, ctx, verify, report)
+
+        runner = select_runtime(model, gm, inputs, backend, dev, precision, static, report, progress, recapture)
     fast = AcceleratedModule(runner, report, gm, inputs)
     if measure:
         progress("timing eager vs accelc")
@@ -168,7 +172,36 @@ def accelerate(
     return fast
 
 
-def select_runtime(model, gm, inputs, backend: str, device, precision: str, static: bool, report: dict, progress):
+def dynamic_batch_graph(model, inputs, pass_list, ctx: PassContext, verify: bool, report: dict):
+    """The optimised graph once more, from a capture whose batch is symbolic; None (and why in
+    the report) when the model will not capture that way or the result disagrees with eager.
+
+    A graph captured at batch 1 has the 1 written into every view; ONNX exports of it keep
+    that batch. This one is verified at batch 2 (its capture size) and batch 1.
+    """
+    big = double_batch(inputs)
+    cap = capture(model, big, dynamic_batch=True)
+    if not cap.ok:
+        report["dynamic_batch"] = f"the model did not capture with a symbolic batch ({cap.failure})"
+        return None
+    verifier = Verifier.for_module(model, big)
+    comparison, outputs = verifier.check(cap.graph_module)
+    if not comparison.ok:
+        report["dynamic_batch"] = f"the symbolic-batch capture disagrees with eager ({comparison.message})"
+        return None
+    verifier.accept(outputs)
+    verifier.tolerance_of = tolerance_for_precision(ctx.precision)
+    big_ctx = PassContext(device=ctx.device, precision=ctx.precision, example_inputs=big)
+    gm, _ = PassManager(pass_list, verify=verify).run(cap.graph_module, big_ctx, verifier)
+    final = _final_check(model, gm, inputs, ctx.precision)
+    if not final["ok"]:
+        report["dynamic_batch"] = f"the symbolic-batch graph disagrees with eager at the example batch ({final['message']})"
+        return None
+    return gm
+
+
+def select_runtime(model, gm, inputs, backend: str, device, precision: str, static: bool, report: dict, progress,
+                   recapture=None):
     """The runtime for the optimised graph: PyTorch, ONNX Runtime, or (``auto``) whichever measures faster.
 
     ONNX Runtime must match eager on the verification inputs to be used at all; when it cannot be
@@ -185,7 +218,8 @@ def select_runtime(model, gm, inputs, backend: str, device, precision: str, stat
 
         from .runtime.onnxruntime import build_onnx_runtime
 
-        ort_runtime, section = build_onnx_runtime(gm, inputs, device, precision, tempfile.mkdtemp(prefix="accelc-onnx-"), static=static)
+        ort_runtime, section = build_onnx_runtime(gm, inputs, device, precision, tempfile.mkdtemp(prefix="accelc-onnx-"),
+                                                  static=static, dynamic_graph=recapture)
         report["onnx"] = section
         comparison, _ = _checker(model, inputs, precision).check(ort_runtime)
     except Exception as exc:  # export or session failure: keep the PyTorch runtime, say why

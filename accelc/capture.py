@@ -35,8 +35,27 @@ class Capture:
         return self.graph_module is not None
 
 
-def capture(model: torch.nn.Module, inputs: tuple, source_file: str | None = None) -> Capture:
-    """Export ``model`` on ``inputs``; never raises for an unexportable model."""
+def batch_dynamic_shapes(inputs: tuple):
+    """``Dim.AUTO`` on dim 0 of every tensor input: dynamic unless the graph pins it."""
+    auto = torch.export.Dim.AUTO
+    return tuple({0: auto} if isinstance(x, torch.Tensor) and x.dim() > 0 else None for x in inputs)
+
+
+def double_batch(inputs: tuple) -> tuple:
+    """A batch of 2 where the example has 1: torch.export specialises a size-1 dimension (the
+    0/1 rule), so a batch-1 example would pin the batch; the copies are identical."""
+    return tuple(torch.cat([x, x]) if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == 1 else x
+                 for x in inputs)
+
+
+def capture(model: torch.nn.Module, inputs: tuple, source_file: str | None = None,
+            dynamic_batch: bool = False) -> Capture:
+    """Export ``model`` on ``inputs``; never raises for an unexportable model.
+
+    ``dynamic_batch`` makes dim 0 of every tensor input symbolic (pass inputs through
+    :func:`double_batch` first), so view and reshape sizes follow the batch instead of pinning it.
+    """
+    dynamic = batch_dynamic_shapes(inputs) if dynamic_batch else None
     attempts: list[str] = []
     first_exc: BaseException | None = None
     for strict in (False, True):
@@ -44,7 +63,7 @@ def capture(model: torch.nn.Module, inputs: tuple, source_file: str | None = Non
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                program = torch.export.export(model, tuple(inputs), strict=strict)
+                program = torch.export.export(model, tuple(inputs), dynamic_shapes=dynamic, strict=strict)
             return Capture(graph_module_from_program(program), label, attempts=attempts)
         except Exception as exc:  # export raises many types; all mean "could not capture"
             first_exc = first_exc or exc

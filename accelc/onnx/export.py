@@ -4,8 +4,9 @@
      └─ dynamo exporter fails ─► torch.onnx TorchScript exporter on the graph module, reason kept
 
 The batch dimension (dim 0 of every tensor input) is exported as dynamic where the model allows
-it; when ``torch.export`` refuses (the graph specialises on the batch size) the export is redone
-with static shapes and the record says why. ``static=True`` pins every shape from the start.
+it. A graph captured at batch 1 has the 1 written into its views (every transformer does); the
+caller can then supply the same optimised graph from a symbolic-batch capture, which is tried
+next. Only when that fails too is the export redone with static shapes, and the record says why. ``static=True`` pins every shape from the start.
 Models whose weights exceed 2 GB are saved with external data (protobuf's 2 GB limit).
 """
 
@@ -16,11 +17,13 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import onnx
 import torch
 import torch.fx
 
+from ..capture import batch_dynamic_shapes, double_batch
 from ..errors import AccelcError
 from ..source import first_line
 
@@ -46,25 +49,15 @@ class OnnxExport:
     opset: int
     seconds: float
     attempts: list[str] = field(default_factory=list)
+    recaptured: bool = False  # exported from the dynamic-batch re-capture, not the graph given
 
     def as_dict(self) -> dict:
         return {
             "exporter": self.exporter, "dynamic_batch": self.dynamic_batch, "opset": self.opset,
+            "recaptured_for_dynamic_batch": self.recaptured,
             "seconds": round(self.seconds, 3), "attempts": self.attempts,
             "inputs": self.input_names, "outputs": self.output_names,
         }
-
-
-def _batch_dynamic_shapes(inputs: tuple):
-    """``Dim.AUTO`` on dim 0 of every tensor input: dynamic unless the graph pins it."""
-    auto = torch.export.Dim.AUTO
-    return tuple({0: auto} if isinstance(x, torch.Tensor) and x.dim() > 0 else None for x in inputs)
-
-
-def _double_batch(x):
-    if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == 1:
-        return torch.cat([x, x])
-    return x
 
 
 def _has_dynamic_batch(model: onnx.ModelProto) -> bool:
@@ -76,11 +69,9 @@ def _has_dynamic_batch(model: onnx.ModelProto) -> bool:
 
 
 def _dynamo_export(gm: torch.fx.GraphModule, inputs: tuple, static: bool, opset: int) -> onnx.ModelProto:
-    dynamic = None if static else _batch_dynamic_shapes(inputs)
+    dynamic = None if static else batch_dynamic_shapes(inputs)
     if dynamic is not None:
-        # torch.export specialises a size-1 dimension (the 0/1 rule), so a batch-1 example
-        # would pin the batch; trace on a batch of 2 instead. The caller verifies at batch 1.
-        inputs = tuple(_double_batch(x) for x in inputs)
+        inputs = double_batch(inputs)  # the caller verifies at batch 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(gm, tuple(inputs), dynamic_shapes=dynamic, strict=False)
@@ -117,19 +108,33 @@ def _torchscript_export(gm: torch.fx.GraphModule, inputs: tuple, static: bool, o
 
 
 def export_graph(
-    gm: torch.fx.GraphModule, inputs: tuple, workdir: str, static: bool = False, opset: int = OPSET
+    gm: torch.fx.GraphModule, inputs: tuple, workdir: str, static: bool = False, opset: int = OPSET,
+    dynamic_graph: Callable[[], torch.fx.GraphModule | None] | None = None,
 ) -> OnnxExport:
-    """Export ``gm`` on ``inputs``; raises :class:`OnnxExportError` only when both exporters fail."""
+    """Export ``gm`` on ``inputs``; raises :class:`OnnxExportError` only when both exporters fail.
+
+    A graph captured at one batch size has that size written into its views; ``dynamic_graph``,
+    when given, builds the same optimised graph from a dynamic-batch capture, and is called only
+    if ``gm`` itself will not export with a dynamic batch.
+    """
     os.makedirs(workdir, exist_ok=True)
     attempts: list[str] = []
     start = time.perf_counter()
-    tries = [("dynamo", False)] if static else [("dynamo", False), ("dynamo", True)]
-    for exporter, pinned in tries:
+    tries = [("gm", False)] if static else [("gm", False), ("recaptured", False), ("gm", True)]
+    for source, pinned in tries:
+        label = "dynamo (static shapes)" if (static or pinned) else "dynamo (dynamic batch)"
+        graph = gm
+        if source == "recaptured":
+            graph = dynamic_graph() if dynamic_graph is not None else None
+            if graph is None:
+                continue
+            label = "dynamo (dynamic batch, graph re-captured with a symbolic batch)"
         try:
-            model = _dynamo_export(gm, inputs, static or pinned, opset)
-            return _result(model, "dynamo", start, attempts, opset)
+            model = _dynamo_export(graph, inputs, static or pinned, opset)
+            export = _result(model, "dynamo", start, attempts, opset)
+            export.recaptured = source == "recaptured"
+            return export
         except Exception as exc:  # the exporters raise many types; each means "try the next way"
-            label = "dynamo (static shapes)" if (static or pinned) else "dynamo (dynamic batch)"
             attempts.append(f"{label}: {first_line(exc)}")
             log.debug("ONNX export %s failed", label, exc_info=True)
     try:

@@ -245,7 +245,7 @@ def _to_numpy(x):
 
 
 def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, precision: str, workdir: str,
-                       static: bool = False) -> tuple[torch.nn.Module, dict]:
+                       static: bool = False, dynamic_graph=None) -> tuple[torch.nn.Module, dict]:
     """Export ``gm``, run the ONNX passes (each verified in ORT), open a session; return it and its report.
 
     The module is an :class:`OrtRuntime`, or, when some op cannot be exported (report["partial"]),
@@ -266,7 +266,7 @@ def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, 
     with torch.inference_mode():
         reference = gm.to("cpu")(*inputs)
     flat_ref, spec = pytree.tree_flatten(reference)
-    exported: OnnxExport = export_graph(gm, inputs, workdir, static=static)
+    exported: OnnxExport = export_graph(gm, inputs, workdir, static=static, dynamic_graph=dynamic_graph)
     meta = {
         "arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"],
         "out_spec": pytree.treespec_dumps(spec),

@@ -113,6 +113,27 @@ def test_dynamic_batch_where_the_model_allows(tmp_path):
     torch.testing.assert_close(runtime(batch), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
+def test_transformers_export_with_a_dynamic_batch(name):
+    """A batch-1 capture writes the 1 into every view; accelerate() re-captures with a symbolic
+    batch for the export, so the ONNX model (attention still fused) runs other batch sizes."""
+    import accelc
+    from onnx_samples import load_sample
+
+    torch.manual_seed(0)
+    model, inputs = load_sample(name)
+    fast = accelc.accelerate(model, inputs, backend="onnxruntime")
+    export = fast.report["onnx"]["export"]
+    assert fast.report["backend"] == "onnxruntime"
+    assert export["dynamic_batch"] and export["recaptured_for_dynamic_batch"], export
+    attention = next(r for r in fast.report["onnx"]["onnx_passes"] if r["name"] == "fuse_attention")
+    assert attention["stats"]["fused"] == attention["stats"]["attention_present"] == 2
+    batch = tuple(torch.cat([x] * 3) for x in inputs)
+    with torch.inference_mode():
+        check = compare_outputs(fast(*batch), model(*batch))
+    assert check.ok, check.message
+
+
 def test_static_pins_shapes(tmp_path):
     _, inputs, gm = captured("mlp")
     _, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path), static=True)
