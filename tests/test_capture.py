@@ -45,3 +45,26 @@ def test_value_dependent_control_flow_falls_back_to_eager_with_source_line(model
     assert "model.py:6" in fast.report["fallback"]
     for x in (torch.ones(2, 3), -torch.ones(2, 3)):  # both branches: eager's answers
         torch.testing.assert_close(fast(x), loaded.module(x))
+
+
+def test_accelerated_module_skips_hook_bookkeeping_but_runs_registered_hooks():
+    """The direct call path (no nn.Module.__call__) must not lose a hook a user registers."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 8)
+    fast = accelc.accelerate(model, (x,), backend="torch")
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x))
+    seen = []
+    handle = fast.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    with torch.inference_mode():
+        fast(x)
+    handle.remove()
+    assert seen == [torch.Size([2, 8])]
+    global_handle = torch.nn.modules.module.register_module_forward_hook(lambda m, a, o: seen.append("global"))
+    try:
+        with torch.inference_mode():
+            fast(x)
+    finally:
+        global_handle.remove()
+    assert "global" in seen

@@ -38,9 +38,32 @@ class ConvertFp16(OnnxPass):
         proto = ir.serde.serialize_model(model)
         before = sum(1 for n in proto.graph.node)
         converted = convert_float_to_float16(proto, keep_io_types=True, op_block_list=KEEP_FP32, disable_shape_infer=True)
+        _drop_repeated_casts(converted)
         new = ir.serde.deserialize_model(converted)
         # Replace the graph in place: the optimiser holds `model`, not a return value.
         model.graph = new.graph
         model.opset_imports.update(new.opset_imports)
         casts = sum(1 for n in converted.graph.node if n.op_type == "Cast") - sum(1 for n in proto.graph.node if n.op_type == "Cast")
         return PassResult(True, {"nodes_before": before, "casts_added": casts})
+
+
+def _drop_repeated_casts(proto) -> None:
+    """Remove the second copy of a Cast the converter wrote twice under one output name.
+
+    ORT's converter fences a value once per fenced consumer; when two fenced ops read the same
+    value it emits two identical Casts with the same output name, which is not a valid graph.
+    Identical (same input, same target type) copies are dropped; anything else is left for the
+    deserialiser to reject, and the optimiser then rolls the pass back.
+    """
+    seen: dict[str, tuple] = {}
+    keep = []
+    for node in proto.graph.node:
+        key = (node.op_type, tuple(node.input), tuple(a.SerializeToString() for a in node.attribute))
+        if node.op_type == "Cast" and len(node.output) == 1 and seen.get(node.output[0]) == key:
+            continue
+        for out in node.output:
+            seen.setdefault(out, key)
+        keep.append(node)
+    if len(keep) != len(proto.graph.node):
+        del proto.graph.node[:]
+        proto.graph.node.extend(keep)

@@ -190,8 +190,11 @@ def test_attention_fusion_matches_sdpa_export(tmp_path, mask_kind):
         assert compare_outputs(got, [model(*inputs)]).ok
 
 
-def test_fp16_refused_on_cpu_and_converts_for_cuda(export_root, tmp_path):
-    export = exported("mlp", export_root)
+@pytest.mark.parametrize("sample", ["mlp", "gpt2"])
+def test_fp16_refused_on_cpu_and_converts_for_cuda(sample, export_root, tmp_path):
+    """GPT-2 reads one value in two fenced (fp32) ops; ORT's converter casts it twice under one
+    name, which the pass must repair rather than give up on."""
+    export = exported(sample, export_root)
     _, result, ctx = _apply("convert_fp16", export.model, precision="fp16", device="cpu")
     assert not result.modified and ctx.refusals
     new, result, _ = _apply("convert_fp16", export.model, precision="fp16", device="cuda")
@@ -199,7 +202,8 @@ def test_fp16_refused_on_cpu_and_converts_for_cuda(export_root, tmp_path):
     # I/O types are kept; weights are half.
     assert [i.type.tensor_type.elem_type for i in new.graph.input] == [i.type.tensor_type.elem_type for i in export.model.graph.input]
     assert any(t.data_type == 10 for t in new.graph.initializer)  # FLOAT16
-    _, inputs, gm = captured("mlp")
+    _, inputs, gm = captured(sample)
     got = run_in_ort(new, inputs, [n.name for n in gm.graph.nodes if n.op == "placeholder"], str(tmp_path))
-    half = lambda dtype: (1e-2, 1e-2) if dtype.is_floating_point else (0.0, 0.0)  # noqa: E731
-    assert compare_outputs(got, _eager("mlp"), half).ok
+    half = lambda dtype: (2e-2, 2e-2) if dtype.is_floating_point else (0.0, 0.0)  # noqa: E731
+    check = compare_outputs(got, _eager(sample), half)
+    assert check.ok, check.message
