@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -52,7 +53,7 @@ class AcceleratedModule(torch.nn.Module):
         self.example_inputs = example_inputs
 
     def forward(self, *args):
-        return self.runner.forward(*args)  # straight to the runtime: no second round of module hooks
+        return self._run_direct(*args)  # straight to the runtime: no second round of module hooks
 
     def __call__(self, *args, **kwargs):
         # nn.Module.__call__ spends ~5 µs per call on hook bookkeeping, a tenth of a small model's
@@ -141,32 +142,19 @@ def accelerate(
         log.warning("accelc: %s", report["fallback"])
         return AcceleratedModule(model, report)
 
-    gm = cap.graph_module
-    report["nodes"] = {"before": count_compute_nodes(gm)}
-    progress("verifying the captured graph")
-    verifier = Verifier.for_module(model, inputs)
-    comparison, captured_outputs = verifier.check(gm)
-    if not comparison.ok:
-        report["fallback"] = f"the captured graph disagrees with eager ({comparison.message}); running eagerly"
-        log.warning("accelc: %s", report["fallback"])
-        return AcceleratedModule(model, report)
-    verifier.accept(captured_outputs)
-
+    report["nodes"] = {"before": count_compute_nodes(cap.graph_module)}
     ctx = PassContext(device=dev, precision=precision, example_inputs=inputs)
-    verifier.tolerance_of = tolerance_for_precision(precision)
-    manager = PassManager(pass_list, verify=verify, on_progress=progress)
-    gm, records = manager.run(gm, ctx, verifier)
-    report["passes"] = [r.as_dict() for r in records]
-    report["refusals"] = [r.__dict__ for r in ctx.refusals]
-    report["nodes"]["after"] = count_compute_nodes(gm)
-
-    progress("checking the optimised graph against eager")
-    final = _final_check(model, gm, inputs, precision)
-    report["verification"] = final
-    if not final["ok"]:
-        report["fallback"] = f"optimised graph disagrees with eager ({final['message']}); running eagerly"
+    optimised = optimise_captured(model, cap.graph_module, inputs, pass_list, ctx, verify, progress)
+    if optimised.records is not None:
+        report["passes"] = [r.as_dict() for r in optimised.records]
+        report["refusals"] = [r.__dict__ for r in ctx.refusals]
+        report["nodes"]["after"] = count_compute_nodes(optimised.gm)
+        report["verification"] = optimised.final
+    if optimised.failure:
+        report["fallback"] = f"{optimised.failure}; running eagerly"
         log.warning("accelc: %s", report["fallback"])
         return AcceleratedModule(model, report)
+    gm = optimised.gm
 
     if branches and (stages or devices):
         raise UserInputError("--branches and --stages/--devices are two ways to split one graph; use one of them")
@@ -199,20 +187,41 @@ def dynamic_batch_graph(model, inputs, pass_list, ctx: PassContext, verify: bool
     if not cap.ok:
         report["dynamic_batch"] = f"the model did not capture with a symbolic batch ({cap.failure})"
         return None
-    verifier = Verifier.for_module(model, big)
-    comparison, outputs = verifier.check(cap.graph_module)
-    if not comparison.ok:
-        report["dynamic_batch"] = f"the symbolic-batch capture disagrees with eager ({comparison.message})"
-        return None
-    verifier.accept(outputs)
-    verifier.tolerance_of = tolerance_for_precision(ctx.precision)
     big_ctx = PassContext(device=ctx.device, precision=ctx.precision, example_inputs=big)
-    gm, _ = PassManager(pass_list, verify=verify).run(cap.graph_module, big_ctx, verifier)
-    final = _final_check(model, gm, inputs, ctx.precision)
-    if not final["ok"]:
-        report["dynamic_batch"] = f"the symbolic-batch graph disagrees with eager at the example batch ({final['message']})"
+    optimised = optimise_captured(model, cap.graph_module, big, pass_list, big_ctx, verify, final_inputs=inputs)
+    if optimised.failure:
+        report["dynamic_batch"] = f"symbolic-batch capture: {optimised.failure}"
         return None
-    return gm
+    return optimised.gm
+
+
+@dataclass
+class Optimised:
+    """What :func:`optimise_captured` made of a captured graph."""
+
+    gm: torch.fx.GraphModule | None  # the optimised graph; None when a check failed
+    records: list | None  # pass records; None when the capture itself disagreed with eager
+    final: dict | None  # the final check against eager
+    failure: str | None  # why the graph cannot be used, or None
+
+
+def optimise_captured(model, gm, inputs, pass_list, ctx: PassContext, verify: bool, progress=lambda message: None,
+                      final_inputs: tuple | None = None) -> Optimised:
+    """Check a captured graph against eager, run the passes (each verified), and check the result
+    against eager again, on ``final_inputs`` (default ``inputs``) and seeded random inputs."""
+    progress("verifying the captured graph")
+    verifier = Verifier.for_module(model, inputs)
+    comparison, captured_outputs = verifier.check(gm)
+    if not comparison.ok:
+        return Optimised(None, None, None, f"the captured graph disagrees with eager ({comparison.message})")
+    verifier.accept(captured_outputs)
+    verifier.tolerance_of = tolerance_for_precision(ctx.precision)
+    gm, records = PassManager(pass_list, verify=verify, on_progress=progress).run(gm, ctx, verifier)
+    progress("checking the optimised graph against eager")
+    final = _final_check(model, gm, final_inputs if final_inputs is not None else inputs, ctx.precision)
+    if not final["ok"]:
+        return Optimised(gm, records, final, f"optimised graph disagrees with eager ({final['message']})")
+    return Optimised(gm, records, final, None)
 
 
 def select_runtime(model, gm, inputs, backend: str, device, precision: str, static: bool, report: dict, progress,

@@ -174,13 +174,19 @@ def main(argv=None) -> int:
                     results.append(row)
                     print(json.dumps({k: row[k] for k in ("sample", "batch", "seq", "median_ms", "accelc_vs_best_ort",
                                                          "attention_present", "attention_found")}), flush=True)
-    out = {"torch": torch.__version__, "onnxruntime": ort.__version__, "machine": platform.machine(),
-           "threads": torch.get_num_threads(), "results": results}
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+    write_results(args.json, results)
     return 0
+
+
+def write_results(path: str | None, results: list[dict], **machine) -> None:
+    """Write ``results`` to ``path`` (when given) with the versions and machine they came from."""
+    if not path:
+        return
+    out = {"torch": torch.__version__, "onnxruntime": ort.__version__, "machine": platform.machine(),
+           "threads": torch.get_num_threads(), **machine, "results": results}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import sys
 import tempfile
 
@@ -37,7 +36,7 @@ import accelc  # noqa: E402
 from accelc.runtime.onnxruntime import disabled_fusions, session_options  # noqa: E402
 from accelc.timing import compare_latency  # noqa: E402
 from accelc.verify import flat_outputs  # noqa: E402
-from bench_onnxruntime import make_inputs  # noqa: E402
+from bench_onnxruntime import make_inputs, write_results  # noqa: E402
 
 
 
@@ -129,13 +128,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    out = {"torch": torch.__version__, "onnxruntime": ort.__version__, "machine": platform.machine(),
-           "threads": torch.get_num_threads(), "cpu_vnni": "avx512_vnni" in flags or "avx_vnni" in flags,
-           "cpu_fp16": "avx512_fp16" in flags, "results": rows}
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+    write_results(args.json, rows, cpu_vnni="avx512_vnni" in flags or "avx_vnni" in flags, cpu_fp16="avx512_fp16" in flags)
     return 0
 
 

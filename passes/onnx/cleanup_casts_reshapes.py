@@ -29,6 +29,7 @@ from onnxscript.rewriter.rules.common import (
 from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult
 
 # flatten_to_reshape before reshape_reshape, so a Flatten next to a Reshape merges with it.
+SHAPE_OPS = ("Reshape", "Transpose", "Expand", "Unsqueeze", "Flatten")
 RULES = RewriteRuleSet([
     cast_cast_rule, no_op_cast_rule, no_op_expand_rule, flatten_to_reshape_rule, reshape_reshape_rule,
     no_op_transpose_rule, transpose_transpose_rule, unsqueeze_unsqueeze_rule,
@@ -42,7 +43,7 @@ class CleanupCastsReshapes(OnnxPass):
 
     def run(self, model: ir.Model, ctx: OnnxPassContext) -> PassResult:
         casts_before = _count(model, "Cast")
-        shapes_before = _count(model, "Reshape", "Transpose", "Expand", "Unsqueeze", "Flatten")
+        shapes_before = _count(model, *SHAPE_OPS)
         rewrites = 0
         for _ in range(10):  # one rewrite can expose the next (three Reshapes in a row)
             applied = RULES.apply_to_model(model)
@@ -50,7 +51,7 @@ class CleanupCastsReshapes(OnnxPass):
             if not applied:
                 break
         stats = {"casts_removed": casts_before - _count(model, "Cast"),
-                 "shape_ops_removed": shapes_before - _count(model, "Reshape", "Transpose", "Expand", "Unsqueeze", "Flatten"),
+                 "shape_ops_removed": shapes_before - _count(model, *SHAPE_OPS),
                  "rewrites": rewrites}
         return PassResult(rewrites > 0, stats)
 
