@@ -33,7 +33,13 @@ from .verify import Verifier, tolerance_for_precision
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+def graph_precision(precision: str) -> str:
+    """The precision the fx graph itself runs at: int8 is ONNX Runtime's dynamic quantisation,
+    applied to the exported model, so the fx passes run (and are verified) at fp32."""
+    return "fp32" if precision == "int8" else precision
 
 
 # The hooks torch registers for every module; the dicts are updated in place, so holding them works.
@@ -110,6 +116,9 @@ def accelerate(
     if precision not in PRECISIONS:
         raise UserInputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     dev = resolve_device(device)
+    if precision == "int8" and (backend == "torch" or dev.type != "cpu" or stages or devices or branches):
+        raise UserInputError("--precision int8 is ONNX Runtime's dynamic quantisation on the CPU: use it with "
+                             "--backend onnxruntime (or auto) on --device cpu, without --stages/--devices/--branches")
     inputs = to_device(normalize_inputs(inputs), dev)
     registry = discover()
     pass_names = build_pipeline(passes, disable)
@@ -143,7 +152,7 @@ def accelerate(
         return AcceleratedModule(model, report)
 
     report["nodes"] = {"before": count_compute_nodes(cap.graph_module)}
-    ctx = PassContext(device=dev, precision=precision, example_inputs=inputs)
+    ctx = PassContext(device=dev, precision=graph_precision(precision), example_inputs=inputs)
     optimised = optimise_captured(model, cap.graph_module, inputs, pass_list, ctx, verify, progress)
     if optimised.records is not None:
         report["passes"] = [r.as_dict() for r in optimised.records]
@@ -253,7 +262,7 @@ def select_runtime(model, gm, inputs, backend: str, device, precision: str, stat
     if not comparison.ok:
         report["backend_fallback"] = f"ONNX Runtime disagrees with eager ({comparison.message}); using the PyTorch runtime"
         return torch_runtime
-    if backend == "auto":
+    if backend == "auto" and precision != "int8":  # PyTorch has no int8 form to compare with
         from .timing import compare_latency
         from .verify import verification_inputs
 

@@ -55,7 +55,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="auto picks whichever of PyTorch and ONNX Runtime measures faster (default: auto)")
     p.add_argument("--static", action="store_true", help="pin every input shape in the ONNX export (no dynamic batch)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="fp16/bf16 lower the graph; int8 quantises MatMul weights in ONNX Runtime (CPU)")
     p.add_argument("--passes", help="comma-separated pass names replacing the default pipeline")
     p.add_argument("--disable", help="comma-separated pass names to leave out")
     p.add_argument("--no-verify", action="store_true", help="skip the numeric check after each pass")

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 # Order matters: attention first (it needs the exporter's own MatMul/Add layout around the
 # softmax, and takes the Q/K/V biases into MultiHeadAttention before fold_bias_add sees them);
+# int8 quantisation before fold_bias_add too, because ORT's quantiser handles MatMul, not Gemm;
 # bias + GELU before SkipLayerNormalization, whose contrib outputs ONNX shape inference cannot
 # type, leaving the bias rule without the shapes it checks; precision, then cleanup, last.
 #
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 # (BERT-base, seq 512, 2 threads: 1.21x over a plain export without them, 1.07x with them), so
 # the CPU pipeline keeps GEMMs whole, bias inside Gemm, and LayerNormalization unfused.
 ONNX_PIPELINES = {
-    "cpu": ["fuse_attention", "fold_bias_add", "fuse_fast_gelu", "convert_fp16", "cleanup_casts_reshapes"],
+    "cpu": ["fuse_attention", "quantize_int8", "fold_bias_add", "fuse_fast_gelu", "convert_fp16", "cleanup_casts_reshapes"],
     "cuda": ["fuse_attention", "pack_qkv_attention", "fuse_fast_gelu", "fuse_bias_gelu", "fuse_skip_layer_norm",
              "fold_bias_add", "convert_fp16", "cleanup_casts_reshapes"],
 }

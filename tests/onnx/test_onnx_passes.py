@@ -207,3 +207,49 @@ def test_fp16_refused_on_cpu_and_converts_for_cuda(sample, export_root, tmp_path
     half = lambda dtype: (2e-2, 2e-2) if dtype.is_floating_point else (0.0, 0.0)  # noqa: E731
     check = compare_outputs(got, _eager(sample), half)
     assert check.ok, check.message
+
+
+# --- quantize_int8: precision int8 only, so not in CASES (which run at fp32) ---------------------
+
+
+def _int8_close(proto, sample, tmp_path):
+    from accelc.verify import tolerance_for_precision
+
+    _, inputs, gm = captured(sample)
+    arg_names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    return compare_outputs(run_in_ort(proto, inputs, arg_names, str(tmp_path)), _eager(sample),
+                           tolerance_for_precision("int8"))
+
+
+@pytest.mark.parametrize("sample", ["bert", "mlp"])
+def test_quantize_int8_fires_and_stays_within_int8_tolerance(sample, export_root, tmp_path):
+    """BERT's linears export as MatMul, the MLP's (2-D) as Gemm: both are quantised."""
+    proto = exported(sample, export_root).model
+    new, result, _ = _apply("quantize_int8", proto, precision="int8")
+    counts = op_counts(new)
+    assert counts.get("MatMul", 0) + counts.get("Gemm", 0) < op_counts(proto).get("MatMul", 0) + op_counts(proto).get("Gemm", 0)
+    assert result.modified and result.stats["quantised"] == result.stats["candidates"] >= 2, result
+    assert counts.get("MatMulInteger", 0) == result.stats["quantised"]
+    check = _int8_close(new, sample, tmp_path)
+    assert check.ok, check.message
+    assert check.max_abs_error > 0  # it really runs quantised: int8 is not bit-exact
+
+
+def test_quantize_int8_is_idempotent_and_off_at_fp32(export_root):
+    proto = _prepared("bert", export_root, ["fuse_attention"])
+    untouched, result, _ = _apply("quantize_int8", proto, precision="fp32")
+    assert not result.modified and op_counts(untouched) == op_counts(proto)
+    once, result, _ = _apply("quantize_int8", proto, precision="int8")
+    assert result.modified and op_counts(once).get("MultiHeadAttention") == op_counts(proto)["MultiHeadAttention"]
+    twice, result, ctx = _apply("quantize_int8", once, precision="int8")
+    assert not result.modified and op_counts(twice) == op_counts(once)
+    assert any("no MatMul or Gemm" in r.reason for r in ctx.refusals)
+
+
+def test_quantize_int8_leaves_convolutions_alone(export_root):
+    """The CNN's convolutions stay float (ConvInteger has no fast CPU kernel); its classifier
+    Gemm is the only thing quantised."""
+    proto = exported("cnn", export_root).model
+    new, result, _ = _apply("quantize_int8", proto, precision="int8")
+    assert op_counts(new)["Conv"] == op_counts(proto)["Conv"] and "ConvInteger" not in op_counts(new)
+    assert result.stats["quantised"] == op_counts(proto).get("Gemm", 0) + op_counts(proto).get("MatMul", 0)

@@ -159,3 +159,38 @@ def test_cuda_io_binding_and_cuda_graph(tmp_path, static):
         got = runtime(*cuda_inputs)
         assert all(t.is_cuda for t in flat_outputs(got))
         assert compare_outputs(got, expected).ok
+
+
+def test_int8_through_accelerate_and_plain_ort(tmp_path):
+    """--precision int8: the fx passes run at fp32, the ONNX model is quantised, the result is
+    checked against eager with the int8 tolerance, and the artifact reloads in plain ORT."""
+    import accelc
+    from accelc.errors import UserInputError
+    from accelc.verify import tolerance_for_precision
+
+    model, inputs, _ = captured("bert")
+    fast = accelc.accelerate(model, inputs, backend="auto", precision="int8")
+    report = fast.report
+    assert report["backend"] == "onnxruntime", report.get("backend_fallback")
+    assert "backend_choice" not in report  # no fp32 PyTorch runtime to race against
+    assert all(p.get("status") != "rolled back" for p in report["passes"])
+    quantised = next(p for p in report["onnx"]["onnx_passes"] if p["name"] == "quantize_int8")
+    assert quantised["status"] == "applied" and quantised["stats"]["quantised"] >= 12, quantised
+    with torch.inference_mode():
+        expected = model(*inputs)
+    int8 = tolerance_for_precision("int8")
+    check = compare_outputs(fast(*inputs), expected, int8)
+    assert check.ok, check.message
+    assert check.max_abs_error > 1e-5  # really quantised: int8 is not bit-exact
+
+    folder = tmp_path / "artifact"
+    fast.save(str(folder))
+    for arg, x in zip(fast.runner.meta["arg_names"], inputs):
+        np.save(folder / f"in_{arg}.npy", x.numpy())
+    run = subprocess.run([sys.executable, "-c", PLAIN_ORT, str(folder)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    plain = [torch.from_numpy(np.load(folder / f"out_{k}.npy")) for k in range(len(flat_outputs(expected)))]
+    assert compare_outputs(plain, flat_outputs(expected), int8).ok
+
+    with pytest.raises(UserInputError, match="int8"):
+        accelc.accelerate(model, inputs, backend="torch", precision="int8")
