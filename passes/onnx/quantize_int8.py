@@ -11,7 +11,8 @@ instructions: about 4× the multiply-adds per cycle of fp32.
 The rewrite is ONNX Runtime's own dynamic quantiser (``onnxruntime.quantization``), limited to
 MatMuls whose second input is a constant (``MatMulConstBOnly``): the Q·Kᵀ and P·V products of an
 unfused attention have two activations and stay float. Gemm is quantised the same way, its bias
-added after. Convolutions stay float: dynamic quantisation of Conv
+added after. A weight the exporter writes as ``Transpose(W)`` (GPT-2's LM head, tied to the token
+embedding) is stored transposed first, so that the quantiser sees a constant. Convolutions stay float: dynamic quantisation of Conv
 (ConvInteger) has no fast CPU kernel. The optimiser checks the result against the fp32 reference
 with the int8 tolerance (a few percent of the output's scale) and rolls it back beyond that.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -28,6 +30,29 @@ from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult
 
 # The quantiser's MatMul handler also takes Gemm (rewritten as MatMulInteger plus the bias Add).
 QUANTISED_OPS = ["MatMul", "Gemm"]
+
+
+def _store_transposed_weights(model: ir.Model) -> int:
+    """MatMul(x, Transpose(W)) with W a 2-D initializer ==> MatMul(x, Wᵀ) with Wᵀ an initializer."""
+    stored = 0
+    for node in list(model.graph):
+        if node.op_type != "MatMul" or node.domain != "" or node.inputs[1] is None:
+            continue
+        transpose = node.inputs[1].producer()
+        if transpose is None or transpose.op_type != "Transpose" or transpose.domain != "":
+            continue
+        source = transpose.inputs[0]
+        perm = transpose.attributes.get_ints("perm", [1, 0])
+        if source.const_value is None or len(source.const_value.shape) != 2 or list(perm) != [1, 0]:
+            continue
+        weight = ir.Value(name=f"{source.name}_transposed",
+                          const_value=ir.tensor(np.ascontiguousarray(source.const_value.numpy().T)))
+        model.graph.register_initializer(weight)
+        node.replace_input_with(1, weight)
+        if not transpose.outputs[0].uses():
+            model.graph.remove(transpose, safe=True)
+        stored += 1
+    return stored
 
 
 def _quantisable(model: ir.Model) -> int:
@@ -44,6 +69,7 @@ class QuantizeInt8(OnnxPass):
     def run(self, model: ir.Model, ctx: OnnxPassContext) -> PassResult:
         if ctx.precision != "int8":
             return PassResult(False, {})
+        transposed = _store_transposed_weights(model)
         candidates = _quantisable(model)
         if candidates == 0:
             ctx.refuse("graph", "no MatMul or Gemm with a constant weight to quantise")
@@ -68,4 +94,5 @@ class QuantizeInt8(OnnxPass):
         # Replace the graph in place: the optimiser holds `model`, not a return value.
         model.graph = new.graph
         model.opset_imports.update(new.opset_imports)
-        return PassResult(quantised > 0, {"candidates": candidates, "quantised": quantised})
+        return PassResult(quantised > 0, {"candidates": candidates, "quantised": quantised,
+                                          "weights_stored_transposed": transposed})

@@ -221,15 +221,17 @@ def _int8_close(proto, sample, tmp_path):
                            tolerance_for_precision("int8"))
 
 
-@pytest.mark.parametrize("sample", ["bert", "mlp"])
+@pytest.mark.parametrize("sample", ["bert", "gpt2", "mlp"])
 def test_quantize_int8_fires_and_stays_within_int8_tolerance(sample, export_root, tmp_path):
-    """BERT's linears export as MatMul, the MLP's (2-D) as Gemm: both are quantised."""
+    """BERT's linears export as MatMul, the MLP's (2-D) as Gemm: both are quantised. GPT-2's LM
+    head reads its tied weight through a Transpose, stored transposed so that it is quantised too."""
     proto = exported(sample, export_root).model
     new, result, _ = _apply("quantize_int8", proto, precision="int8")
     counts = op_counts(new)
     assert counts.get("MatMul", 0) + counts.get("Gemm", 0) < op_counts(proto).get("MatMul", 0) + op_counts(proto).get("Gemm", 0)
     assert result.modified and result.stats["quantised"] == result.stats["candidates"] >= 2, result
     assert counts.get("MatMulInteger", 0) == result.stats["quantised"]
+    assert result.stats["weights_stored_transposed"] == (1 if sample == "gpt2" else 0)
     check = _int8_close(new, sample, tmp_path)
     assert check.ok, check.message
     assert check.max_abs_error > 0  # it really runs quantised: int8 is not bit-exact
