@@ -59,6 +59,7 @@ def test_passes_lists_builtins(cli):
     (TINY_CNN, ["--passes", "fold_conv_bn,not_a_pass"], "unknown pass 'not_a_pass'"),
     (TINY_CNN, ["--disable", "not_a_pass"], "unknown pass 'not_a_pass'"),
     (TINY_CNN, ["--device", "tpu"], "device 'tpu'"),
+    (TINY_CNN, ["--precision", "int8", "--backend", "torch"], "--precision int8 is ONNX Runtime's dynamic quantisation on the CPU"),
     (UNTRACEABLE, [], "nothing optimised to save: could not capture the model at "),
 ])
 def test_bad_inputs(cli, model_file, tmp_path, source, args, message):

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 # Order matters: attention first (it needs the exporter's own MatMul/Add layout around the
 # softmax, and takes the Q/K/V biases into MultiHeadAttention before fold_bias_add sees them);
-# int8 quantisation before fold_bias_add too, because ORT's quantiser handles MatMul, not Gemm;
+# int8 quantisation before fold_bias_add, so the quantiser sees each 3-D linear as MatMul (+ Add)
+# rather than a Gemm between two Reshapes;
 # bias + GELU before SkipLayerNormalization, whose contrib outputs ONNX shape inference cannot
 # type, leaving the bias rule without the shapes it checks; precision, then cleanup, last.
 #
