@@ -11,10 +11,12 @@ instructions: about 4× the multiply-adds per cycle of fp32.
 The rewrite is ONNX Runtime's own dynamic quantiser (``onnxruntime.quantization``), limited to
 MatMuls whose second input is a constant (``MatMulConstBOnly``): the Q·Kᵀ and P·V products of an
 unfused attention have two activations and stay float. Gemm is quantised the same way, its bias
-added after. A weight the exporter writes as ``Transpose(W)`` (GPT-2's LM head, tied to the token
-embedding) is stored transposed first, so that the quantiser sees a constant. Convolutions stay float: dynamic quantisation of Conv
-(ConvInteger) has no fast CPU kernel. The optimiser checks the result against the fp32 reference
-with the int8 tolerance (a few percent of the output's scale) and rolls it back beyond that.
+added after. A weight the exporter writes as ``Transpose(W)`` (GPT-2's LM head, tied to the
+token embedding) is stored transposed first, so that the quantiser sees a constant. Convolutions
+stay float: dynamic quantisation of Conv (ConvInteger) has no fast CPU kernel. The optimiser
+checks the result against the fp32 reference with the int8 tolerance (a few percent of the
+output's scale) and rolls it back beyond that. Models over 2 GB are refused for now: the
+quantiser would need them written with external data.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ class QuantizeInt8(OnnxPass):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         proto = ir.serde.serialize_model(model)
+        if proto.ByteSize() > onnx.checker.MAXIMUM_PROTOBUF:
+            ctx.refuse("graph", "the model is over 2 GB; int8 quantisation of external-data models is not supported yet")
+            return PassResult(False, {"quantised": 0})
         # Shapes recorded by earlier passes can disagree with what the quantiser re-infers
         # (dynamic batch); it only needs the ones it infers itself.
         del proto.graph.value_info[:]
