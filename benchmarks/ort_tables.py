@@ -1,7 +1,7 @@
 """Markdown tables from the ONNX Runtime benchmark JSON files (bench_onnxruntime.py, bench_ort_precision.py).
 
     python benchmarks/ort_tables.py benchmarks/results/onnxruntime-cpu.json benchmarks/results/onnxruntime-cpu-seq512.json \\
-        --precision benchmarks/results/ort-precision-cpu.json
+        --precision benchmarks/results/ort-precision-cpu.json --sessions benchmarks/results/ort-sessions-cpu.json
 """
 
 from __future__ import annotations
@@ -52,16 +52,30 @@ def precision_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sessions_table(rows: list[dict]) -> str:
+    head = ["sample (batch 1)", "plain sessions, ms", "accelc ORT, ms", "spread of the plain sessions", "accelc vs their median"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        plain = [v for k, v in row["median_ms"].items() if k.startswith("ort_plain")]
+        cells = [row["sample"], ", ".join(f"{p:.4g}" for p in plain), f"{row['median_ms']['accelc_ort']:.4g}",
+                 str(row["plain_spread"]), f"{row['accelc_vs_plain_median']}×"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("latency", nargs="*", help="bench_onnxruntime.py JSON files")
     parser.add_argument("--precision", help="a bench_ort_precision.py JSON file")
+    parser.add_argument("--sessions", help="a bench_ort_sessions.py JSON file")
     args = parser.parse_args(argv)
     rows = [row for path in args.latency for row in json.load(open(path))["results"]]
     if rows:
         print(latency_table(rows) + "\n")
     if args.precision:
-        print(precision_table(json.load(open(args.precision))["results"]))
+        print(precision_table(json.load(open(args.precision))["results"]) + "\n")
+    if args.sessions:
+        print(sessions_table(json.load(open(args.sessions))["results"]))
     return 0
 
 

@@ -6,7 +6,8 @@
 The batch dimension (dim 0 of every tensor input) is exported as dynamic where the model allows
 it. A graph captured at batch 1 has the 1 written into its views (every transformer does); the
 caller can then supply the same optimised graph from a symbolic-batch capture, which is tried
-next. Only when that fails too is the export redone with static shapes, and the record says why. ``static=True`` pins every shape from the start.
+next. Only when that fails too is the export redone with static shapes, and the record says
+why. ``static=True`` pins every shape from the start.
 Models whose weights exceed 2 GB are saved with external data (protobuf's 2 GB limit).
 """
 

@@ -58,6 +58,11 @@ class OnnxPassContext:
         log.debug("%s: left %s alone: %s", self.current_pass, name, reason)
 
 
+def count_ops(model: ir.Model, *op_types: str) -> int:
+    """How many nodes of ``model`` (subgraphs included) have one of ``op_types``."""
+    return sum(1 for node in model.graph.all_nodes() if node.op_type in op_types)
+
+
 class OnnxPass:
     """Base class of every ONNX pass. Subclasses set ``name`` and implement :meth:`run`."""
 
@@ -97,4 +102,4 @@ def discover_onnx_passes() -> dict[str, type[OnnxPass]]:
     return found
 
 
-__all__ = ["OnnxPass", "OnnxPassContext", "OnnxRefusal", "PassResult", "discover_onnx_passes", "GROUP"]
+__all__ = ["OnnxPass", "OnnxPassContext", "OnnxRefusal", "PassResult", "count_ops", "discover_onnx_passes", "GROUP"]

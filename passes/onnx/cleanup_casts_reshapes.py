@@ -26,7 +26,7 @@ from onnxscript.rewriter.rules.common import (
     unsqueeze_unsqueeze_rule,
 )
 
-from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult
+from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, count_ops
 
 # flatten_to_reshape before reshape_reshape, so a Flatten next to a Reshape merges with it.
 SHAPE_OPS = ("Reshape", "Transpose", "Expand", "Unsqueeze", "Flatten")
@@ -42,19 +42,15 @@ class CleanupCastsReshapes(OnnxPass):
     name = "cleanup_casts_reshapes"
 
     def run(self, model: ir.Model, ctx: OnnxPassContext) -> PassResult:
-        casts_before = _count(model, "Cast")
-        shapes_before = _count(model, *SHAPE_OPS)
+        casts_before = count_ops(model, "Cast")
+        shapes_before = count_ops(model, *SHAPE_OPS)
         rewrites = 0
         for _ in range(10):  # one rewrite can expose the next (three Reshapes in a row)
             applied = RULES.apply_to_model(model)
             rewrites += applied
             if not applied:
                 break
-        stats = {"casts_removed": casts_before - _count(model, "Cast"),
-                 "shape_ops_removed": shapes_before - _count(model, *SHAPE_OPS),
+        stats = {"casts_removed": casts_before - count_ops(model, "Cast"),
+                 "shape_ops_removed": shapes_before - count_ops(model, *SHAPE_OPS),
                  "rewrites": rewrites}
         return PassResult(rewrites > 0, stats)
-
-
-def _count(model: ir.Model, *op_types: str) -> int:
-    return sum(1 for node in model.graph.all_nodes() if node.op_type in op_types)

@@ -26,13 +26,9 @@ from onnxscript.rewriter.ort_fusions.mha_bias import fuse_mha_bias
 from onnxscript.rewriter.ort_fusions.mha_scale import fuse_mha_scale
 from onnxscript.rewriter.ort_fusions.sdpa import fuse_sdpa
 
-from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult
+from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, count_ops
 
 ATTENTION_OPS = ("Attention", "MultiHeadAttention")
-
-
-def count_ops(model: ir.Model, *op_types: str) -> int:
-    return sum(1 for node in model.graph.all_nodes() if node.op_type in op_types)
 
 
 def count_softmax_blocks(model: ir.Model) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult
+from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, count_ops
 
 # The quantiser's MatMul handler also takes Gemm (rewritten as MatMulInteger plus the bias Add).
 QUANTISED_OPS = ["MatMul", "Gemm"]
@@ -36,7 +36,7 @@ QUANTISED_OPS = ["MatMul", "Gemm"]
 
 def _store_transposed_weights(model: ir.Model) -> int:
     """MatMul(x, Transpose(W)) with W a 2-D initializer ==> MatMul(x, Wᵀ) with Wᵀ an initializer."""
-    stored = 0
+    stored: dict[ir.Node, ir.Value] = {}  # per Transpose: MatMuls reading the same one share its copy
     for node in list(model.graph):
         if node.op_type != "MatMul" or node.domain != "" or node.inputs[1] is None:
             continue
@@ -47,19 +47,21 @@ def _store_transposed_weights(model: ir.Model) -> int:
         perm = transpose.attributes.get_ints("perm", [1, 0])
         if source.const_value is None or len(source.const_value.shape) != 2 or list(perm) != [1, 0]:
             continue
-        weight = ir.Value(name=f"{source.name}_transposed",
-                          const_value=ir.tensor(np.ascontiguousarray(source.const_value.numpy().T)))
-        model.graph.register_initializer(weight)
+        weight = stored.get(transpose)
+        if weight is None:
+            weight = ir.Value(name=f"{transpose.outputs[0].name}_stored",
+                              const_value=ir.tensor(np.ascontiguousarray(source.const_value.numpy().T)))
+            model.graph.register_initializer(weight)
+            stored[transpose] = weight
         node.replace_input_with(1, weight)
         if not transpose.outputs[0].uses():
             model.graph.remove(transpose, safe=True)
-        stored += 1
-    return stored
+    return len(stored)
 
 
 def _quantisable(model: ir.Model) -> int:
     return sum(1 for node in model.graph.all_nodes()
-               if node.op_type in ("MatMul", "Gemm") and node.domain == "" and node.inputs[1] is not None
+               if node.op_type in QUANTISED_OPS and node.domain == "" and node.inputs[1] is not None
                and node.inputs[1].const_value is not None)
 
 
@@ -95,7 +97,7 @@ class QuantizeInt8(OnnxPass):
                                  "DefaultTensorType": onnx.TensorProto.FLOAT,
                              })
             new = ir.serde.deserialize_model(onnx.load(dst))
-        quantised = sum(1 for node in new.graph if node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul"))
+        quantised = count_ops(new, "MatMulInteger", "DynamicQuantizeMatMul")
         # Replace the graph in place: the optimiser holds `model`, not a return value.
         model.graph = new.graph
         model.opset_imports.update(new.opset_imports)

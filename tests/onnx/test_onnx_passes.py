@@ -9,7 +9,7 @@ import torch
 
 from accelc.onnx.optimize import ONNX_PIPELINES, run_in_ort
 from accelc.onnx.pass_base import OnnxPassContext, discover_onnx_passes
-from accelc.verify import compare_outputs, flat_outputs
+from accelc.verify import compare_outputs, flat_outputs, tolerance, tolerance_for_precision
 
 from onnx_samples import captured, exported, op_counts
 
@@ -44,10 +44,15 @@ def _eager(sample):
         return flat_outputs(model(*inputs))
 
 
-def _same_in_ort(proto, sample, tmp_path):
+def _ort_check(proto, sample, tmp_path, tolerance_of=tolerance):
+    """The model in ORT on the sample's inputs, compared with eager."""
     _, inputs, gm = captured(sample)
     arg_names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
-    check = compare_outputs(run_in_ort(proto, inputs, arg_names, str(tmp_path)), _eager(sample))
+    return compare_outputs(run_in_ort(proto, inputs, arg_names, str(tmp_path)), _eager(sample), tolerance_of)
+
+
+def _same_in_ort(proto, sample, tmp_path):
+    check = _ort_check(proto, sample, tmp_path)
     assert check.ok, check.message
 
 
@@ -212,15 +217,6 @@ def test_fp16_refused_on_cpu_and_converts_for_cuda(sample, export_root, tmp_path
 # --- quantize_int8: precision int8 only, so not in CASES (which run at fp32) ---------------------
 
 
-def _int8_close(proto, sample, tmp_path):
-    from accelc.verify import tolerance_for_precision
-
-    _, inputs, gm = captured(sample)
-    arg_names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
-    return compare_outputs(run_in_ort(proto, inputs, arg_names, str(tmp_path)), _eager(sample),
-                           tolerance_for_precision("int8"))
-
-
 @pytest.mark.parametrize("sample", ["bert", "gpt2", "mlp"])
 def test_quantize_int8_fires_and_stays_within_int8_tolerance(sample, export_root, tmp_path):
     """BERT's linears export as MatMul, the MLP's (2-D) as Gemm: both are quantised. GPT-2's LM
@@ -232,7 +228,7 @@ def test_quantize_int8_fires_and_stays_within_int8_tolerance(sample, export_root
     assert result.modified and result.stats["quantised"] == result.stats["candidates"] >= 2, result
     assert counts.get("MatMulInteger", 0) == result.stats["quantised"]
     assert result.stats["weights_stored_transposed"] == (1 if sample == "gpt2" else 0)
-    check = _int8_close(new, sample, tmp_path)
+    check = _ort_check(new, sample, tmp_path, tolerance_for_precision("int8"))
     assert check.ok, check.message
     assert check.max_abs_error > 0  # it really runs quantised: int8 is not bit-exact
 
