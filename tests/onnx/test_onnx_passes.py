@@ -3,6 +3,7 @@ model gives the same answers in ONNX Runtime."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 import pytest
 import torch
@@ -251,3 +252,74 @@ def test_quantize_int8_leaves_convolutions_alone(export_root):
     new, result, _ = _apply("quantize_int8", proto, precision="int8")
     assert op_counts(new)["Conv"] == op_counts(proto)["Conv"] and "ConvInteger" not in op_counts(new)
     assert result.stats["quantised"] == op_counts(proto).get("Gemm", 0) + op_counts(proto).get("MatMul", 0)
+
+
+# --- split_causal_attention: fires only past ROWS_PER_CHUNK query rows, so tests lower it -------
+
+
+@pytest.fixture
+def split_every_4_rows(monkeypatch):
+    cls = discover_onnx_passes()["split_causal_attention"]
+    monkeypatch.setattr(cls, "rows_per_chunk", 4)
+    return cls
+
+
+def _causal(size: int, fill=-np.inf) -> np.ndarray:
+    return np.triu(np.full((size, size), fill, dtype=np.float32), 1)[None, None]
+
+
+def test_split_plan_covers_only_the_visible_keys():
+    from accelc_passes.onnx.split_causal_attention import plan_chunks
+
+    assert plan_chunks(_causal(512), 128) == [(0, 128, 0, 128), (128, 256, 0, 256), (256, 384, 0, 384), (384, 512, 0, 512)]
+    finfo_min = np.finfo(np.float32).min  # how transformers writes a hidden key
+    assert plan_chunks(_causal(512, finfo_min), 128) == plan_chunks(_causal(512), 128)
+    assert plan_chunks(_causal(128), 128) is None  # one chunk: nothing to split
+    assert plan_chunks(np.zeros((1, 1, 512, 512), np.float32), 128) is None  # every key visible
+    hidden_row = _causal(512)
+    hidden_row[..., 300, :] = -np.inf  # a row that sees nothing is a uniform softmax over all keys
+    assert plan_chunks(hidden_row, 128) is None
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_split_causal_attention_fires_on_gpt2_and_is_exact(split_every_4_rows, static, tmp_path):
+    """GPT-2's causal mask is computed at run time from Shape(input_ids) (the batch size, when
+    the export is dynamic); the pass evaluates it, splits each attention into 4 query chunks, and
+    ORT gives the unsplit model's outputs to the bit."""
+    from accelc.onnx.export import export_graph
+
+    from accelc.capture import capture, double_batch
+
+    model, inputs, gm = captured("gpt2")
+    if not static:  # what accelerate exports: a capture with a symbolic batch
+        gm = capture(model, double_batch(inputs), dynamic_batch=True).graph_module
+    export = export_graph(gm, inputs, str(tmp_path / "export"), static=static)
+    proto, _, _ = _apply("fuse_attention", export.model)
+    new, result, _ = _apply("split_causal_attention", proto)
+    assert result.modified and result.stats["split"] == 2, result
+    assert op_counts(new)["MultiHeadAttention"] == 2 * 4
+    names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    batches = [inputs] if static else [inputs, (torch.cat([inputs[0], inputs[0].flip(1)]),)]
+    for feed in batches:  # a dynamic export holds one mask for every batch size
+        before, after = (run_in_ort(p, feed, names, str(tmp_path)) for p in (proto, new))
+        for a, b in zip(after, before):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    _same_in_ort(new, "gpt2", tmp_path)
+    twice, again, _ = _apply("split_causal_attention", new)
+    assert not again.modified and op_counts(twice) == op_counts(new)
+
+
+@pytest.mark.parametrize("sample", ["bert", "vit"])
+def test_split_causal_attention_leaves_data_masks_and_unmasked_attention_alone(split_every_4_rows, sample, export_root):
+    """BERT's mask comes from its attention_mask input; ViT's attention has none."""
+    proto = _prepared(sample, export_root, ["fuse_attention"])
+    new, result, ctx = _apply("split_causal_attention", proto)
+    assert not result.modified and op_counts(new) == op_counts(proto)
+    assert any("depends on input data" in r.reason for r in ctx.refusals) == (sample == "bert")
+
+
+def test_split_causal_attention_waits_for_long_sequences(export_root):
+    """At the default ROWS_PER_CHUNK (128), the 16-token sample is one chunk: left alone."""
+    proto = _prepared("gpt2", export_root, ["fuse_attention"])
+    new, result, _ = _apply("split_causal_attention", proto)
+    assert not result.modified and op_counts(new) == op_counts(proto)
