@@ -114,12 +114,17 @@ def test_dynamic_batch_where_the_model_allows(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
-def test_transformers_export_with_a_dynamic_batch(name):
+def test_transformers_export_with_a_dynamic_batch(name, monkeypatch):
     """A batch-1 capture writes the 1 into every view; accelerate() re-captures with a symbolic
-    batch for the export, so the ONNX model (attention still fused) runs other batch sizes."""
+    batch for the export, so the ONNX model (attention still fused) runs other batch sizes.
+    GPT-2's causal mask, computed from the symbolic batch, is split on (chunks of 4 rows here:
+    the sample's 16 tokens are below the default); BERT's mask is read from an input and ViT has
+    none, so theirs stay whole."""
     import accelc
+    from accelc.onnx.pass_base import discover_onnx_passes
     from onnx_samples import load_sample
 
+    monkeypatch.setattr(discover_onnx_passes()["split_causal_attention"], "rows_per_chunk", 4)
     torch.manual_seed(0)
     model, inputs = load_sample(name)
     fast = accelc.accelerate(model, inputs, backend="onnxruntime")
@@ -128,6 +133,8 @@ def test_transformers_export_with_a_dynamic_batch(name):
     assert export["dynamic_batch"] and export["recaptured_for_dynamic_batch"], export
     attention = next(r for r in fast.report["onnx"]["onnx_passes"] if r["name"] == "fuse_attention")
     assert attention["stats"]["fused"] == attention["stats"]["attention_present"] == 2
+    split = next(r for r in fast.report["onnx"]["onnx_passes"] if r["name"] == "split_causal_attention")
+    assert (split["status"], split["stats"]["split"]) == (("applied", 2) if name == "gpt2" else ("unchanged", 0)), split
     batch = tuple(torch.cat([x] * 3) for x in inputs)
     with torch.inference_mode():
         check = compare_outputs(fast(*batch), model(*batch))
