@@ -167,6 +167,18 @@ def cmd_passes(args) -> int:
             mark = f"{runtime[name] or '-':>8}"
         print(f"{name:<{width}}  {mark}   {entry.description}  [{entry.source}]")
     print("default: position in the default pipeline; cpu/cuda: applied by the PyTorch runtime on that device at load")
+
+    from .onnx.optimize import ONNX_PIPELINES
+    from .onnx.pass_base import discover_onnx_passes
+
+    onnx_passes = discover_onnx_passes()
+    width = max((len(n) for n in onnx_passes), default=4)
+    print(f"\n{'ONNX pass':<{width}}  cpu  cuda   description  [module]")
+    position = {d: {n: i for i, n in enumerate(names)} for d, names in ONNX_PIPELINES.items()}
+    for name, cls in sorted(onnx_passes.items(), key=lambda item: (position["cpu"].get(item[0], 99), position["cuda"].get(item[0], 99))):
+        cpu, cuda = (f"{ONNX_PIPELINES[d].index(name) + 1}" if name in ONNX_PIPELINES[d] else "-" for d in ("cpu", "cuda"))
+        print(f"{name:<{width}}  {cpu:>3}  {cuda:>4}   {cls.description()}  [{cls.__module__}:{cls.__qualname__}]")
+    print("cpu/cuda: position in the ONNX pipeline of that provider (run on the exported model, each checked in ONNX Runtime)")
     return 0
 
 

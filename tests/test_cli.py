@@ -47,6 +47,9 @@ def test_optimize_run_explain(cli, model_file, tmp_path):
 def test_passes_lists_builtins(cli):
     code, stdout, _ = cli("passes")
     assert code == 0 and "fold_conv_bn" in stdout and "eliminate_dead_code" in stdout
+    onnx_rows = stdout.split("ONNX pass", 1)[1]  # the ONNX passes, with their place in each provider's pipeline
+    assert onnx_rows.split("\n")[1].split()[:3] == ["fuse_attention", "1", "1"]
+    assert "split_causal_attention" in onnx_rows and "quantize_int8" in onnx_rows
 
 
 @pytest.mark.parametrize("source, args, message", [
