@@ -68,7 +68,7 @@ def evaluate_shape_only(model: ir.Model, value: ir.Value) -> np.ndarray | None:
 
     It is computed in ORT at each of ``EVAL_BATCHES``; every row along a batch axis must equal the
     first, and the result has that axis as 1. None when it reads data, has a dimension other than
-    one symbolic size that the shapes it reads depend on, or varies with the batch.
+    one symbolic size that the shapes it reads depend on, varies with the batch, or ORT can't run it.
     """
     if value.const_value is not None:
         return value.const_value.numpy()
@@ -93,11 +93,14 @@ def evaluate_shape_only(model: ir.Model, value: ir.Value) -> np.ndarray | None:
 
     import onnxruntime as ort
 
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     results = []
-    for batch in EVAL_BATCHES if symbols else (1,):
-        feeds = {s.name: np.zeros([d if isinstance(d, int) else batch for d in s.shape], dtype=s.dtype.numpy()) for s in sources}
-        results.append(session.run(None, feeds)[0])
+    try:  # a subgraph ORT can't run on its own (a model-local function, say) is simply not a constant
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        for batch in EVAL_BATCHES if symbols else (1,):
+            feeds = {s.name: np.zeros([d if isinstance(d, int) else batch for d in s.shape], dtype=s.dtype.numpy()) for s in sources}
+            results.append(session.run(None, feeds)[0])
+    except Exception:
+        return None
     first = results[0]
     for out in results[1:]:  # along the batch axis every row must be the first
         if first.ndim != out.ndim or any(a != b and a != 1 for a, b in zip(first.shape, out.shape)):
@@ -135,20 +138,44 @@ def plan_chunks(bias: np.ndarray, rows_per_chunk: int) -> list[tuple[int, int, i
     return chunks if kept < 0.9 * sq * skv else None
 
 
-def _splittable(node: ir.Node) -> str | None:
-    """Why this MHA can't be split, or None."""
+def _unsplittable(node: ir.Node) -> str | None:
+    """Why this masked MHA can't be split, or None."""
     inputs = list(node.inputs) + [None] * (8 - len(node.inputs))
-    if inputs[5] is None:
-        return "no attention_bias"
     if inputs[4] is not None or inputs[6] is not None or inputs[7] is not None:
-        return "has a key padding mask or past key/value"
+        return "it has a key padding mask or past key/value"
     if any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
-        return "present key/value are used"
+        return "its present key/value are used"
     if any(v is None or v.shape is None or len(v.shape) != 3 for v in inputs[:3]):
-        return "query/key/value are not (batch, seq, hidden)"
+        return "its query/key/value are not (batch, seq, hidden)"
+    if any(not isinstance(v.shape[1], int) for v in inputs[:3]):
+        return "its sequence length is not fixed"
     if node.outputs[0].is_graph_output():
         return "its output is a graph output"
     return None
+
+
+def _replace_with_chunks(model: ir.Model, node: ir.Node, chunks: list[tuple[int, int, int, int]],
+                         bias: np.ndarray, mask_key: int, const) -> None:
+    """Put Concat(MHA per chunk) in ``node``'s place. ``const(name, array, key)`` makes an
+    initializer, shared by every use with the same key (MHAs reading one mask share its blocks)."""
+    q, k, v, proj_bias = node.inputs[:4]
+    axis = const("axis1", np.array([1], np.int64))
+    new_nodes, outputs = [], []
+    for lo, hi, first, end in chunks:
+        at = [const("at", np.array([i], np.int64)) for i in (lo, hi, first, end)]
+        q_chunk = ir.Node("", "Slice", [q, at[0], at[1], axis])
+        k_chunk = ir.Node("", "Slice", [k, at[2], at[3], axis])
+        v_chunk = ir.Node("", "Slice", [v, at[2], at[3], axis])
+        mask = const("mask", np.ascontiguousarray(bias[..., lo:hi, first:end]), (mask_key, lo, hi, first, end))
+        attention = ir.Node("com.microsoft", "MultiHeadAttention",
+                            [q_chunk.outputs[0], k_chunk.outputs[0], v_chunk.outputs[0], proj_bias, None, mask],
+                            attributes=list(node.attributes.values()), name=f"{node.name}_rows{lo}_{hi}")
+        new_nodes += [q_chunk, k_chunk, v_chunk, attention]
+        outputs.append(attention.outputs[0])
+    concat = ir.Node("", "Concat", outputs, attributes=[ir.AttrInt64("axis", 1)], name=f"{node.name}_rows")
+    model.graph.insert_before(node, [*new_nodes, concat])
+    node.outputs[0].replace_all_uses_with(concat.outputs[0])
+    model.graph.remove(node, safe=True)
 
 
 class SplitCausalAttention(OnnxPass):
@@ -163,9 +190,12 @@ class SplitCausalAttention(OnnxPass):
         constants: dict[tuple, ir.Value] = {}
 
         def const(name: str, array: np.ndarray, key: tuple | None = None) -> ir.Value:
-            key = (name, *(key or (array.tobytes(),)))
+            key = (name, *(key or (array.tobytes(),)))  # small index constants: keyed by value
             if key not in constants:
-                value = ir.Value(name=f"{self.name}_{name}_{len(constants)}", const_value=ir.tensor(array))
+                taken, n = model.graph.initializers, len(constants)
+                while f"{self.name}_{name}_{n}" in taken:
+                    n += 1
+                value = ir.Value(name=f"{self.name}_{name}_{n}", const_value=ir.tensor(array))
                 model.graph.register_initializer(value)
                 constants[key] = value
             return constants[key]
@@ -173,39 +203,25 @@ class SplitCausalAttention(OnnxPass):
         for node in list(model.graph):
             if node.op_type != "MultiHeadAttention" or node.domain != "com.microsoft":
                 continue
-            reason = _splittable(node)
+            if len(node.inputs) < 6 or node.inputs[5] is None:
+                continue  # no mask: ORT already takes its flash path
+            reason = _unsplittable(node)
             if reason is not None:
+                ctx.refuse(node, reason)
                 continue
             mask_value = node.inputs[5]
             if id(mask_value) not in evaluated:
                 evaluated[id(mask_value)] = evaluate_shape_only(model, mask_value)
             bias = evaluated[id(mask_value)]
             if bias is None:
-                ctx.refuse(node, "its attention_bias depends on input data")
+                ctx.refuse(node, "its attention_bias is not fixed: it reads input data, or changes with the batch size")
                 continue
             if bias.ndim != 4 or bias.shape[-2:] != (node.inputs[0].shape[1], node.inputs[1].shape[1]):
                 continue
             chunks = plan_chunks(bias, self.rows_per_chunk)
             if chunks is None:
                 continue
-            q, k, v, proj_bias = node.inputs[0], node.inputs[1], node.inputs[2], node.inputs[3]
-            axis = const("axis1", np.array([1], np.int64))
-            new_nodes, outputs = [], []
-            for lo, hi, first, end in chunks:
-                q_chunk = ir.Node("", "Slice", [q, const("at", np.array([lo], np.int64)), const("at", np.array([hi], np.int64)), axis])
-                start, stop = const("at", np.array([first], np.int64)), const("at", np.array([end], np.int64))
-                k_chunk = ir.Node("", "Slice", [k, start, stop, axis])
-                v_chunk = ir.Node("", "Slice", [v, start, stop, axis])
-                block = np.ascontiguousarray(bias[..., lo:hi, first:end])
-                attention = ir.Node("com.microsoft", "MultiHeadAttention",
-                                    [q_chunk.outputs[0], k_chunk.outputs[0], v_chunk.outputs[0], proj_bias, None, const("mask", block, (id(mask_value), lo, hi, first, end))],
-                                    attributes=list(node.attributes.values()), name=f"{node.name}_rows{lo}_{hi}")
-                new_nodes += [q_chunk, k_chunk, v_chunk, attention]
-                outputs.append(attention.outputs[0])
-            concat = ir.Node("", "Concat", outputs, attributes=[ir.AttrInt64("axis", 1)], name=f"{node.name}_rows")
-            model.graph.insert_before(node, [*new_nodes, concat])
-            node.outputs[0].replace_all_uses_with(concat.outputs[0])
-            model.graph.remove(node, safe=True)
+            _replace_with_chunks(model, node, chunks, bias, id(mask_value), const)
             split += 1
         if split:
             common_passes.RemoveUnusedNodesPass()(model)  # the mask's own subgraph, now unread
