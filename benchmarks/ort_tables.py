@@ -23,23 +23,28 @@ def _cell(row: dict, key: str) -> str:
     return "failed" if key in row.get("notes", {}) else "–"
 
 
+def _markdown(head: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
+
+
 def latency_table(rows: list[dict]) -> str:
     head = ["sample", "batch", "seq"] + [title for _, title in LATENCY_COLUMNS] + [
         "accelc vs best ORT", "A/A ratio", "attention fused / present", "accelc max err", "provider"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for row in rows:
         cells = [row["sample"], str(row["batch"]), str(row["seq"] or "–")]
         cells += [_cell(row, key) for key, _ in LATENCY_COLUMNS]
         cells += [f"{row['accelc_vs_best_ort']}×", f"{row.get('aa_ratio', '–')}",
                   f"{row['attention_found'].get('accelc_ort', 0)} / {row['attention_present']}",
                   f"{row['max_abs_error']['accelc_ort']:.2g}", (row.get("provider") or "?").replace("ExecutionProvider", "")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return _markdown(head, body)
 
 
 def precision_table(rows: list[dict]) -> str:
     head = ["sample", "eager ms", "fp32 ms", "fp16 ms (speed, abs / rel error)", "int8 ms (speed, abs / rel error)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for row in rows:
         cells = [row["sample"], f"{row['median_ms']['eager']:.3f}", f"{row['median_ms']['ort_fp32']:.3f}"]
         for key in ("ort_fp16", "ort_int8"):
@@ -48,19 +53,19 @@ def precision_table(rows: list[dict]) -> str:
                              f"{row['max_abs_error'][key]:.2g} / {row['relative_error'][key]:.2g})")
             else:
                 cells.append(f"failed: {row['notes'].get(key, '?')[:80]}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return _markdown(head, body)
 
 
 def sessions_table(rows: list[dict]) -> str:
     head = ["sample (batch 1)", "plain sessions, ms", "accelc ORT, ms", "spread of the plain sessions", "accelc vs their median"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for row in rows:
         plain = [v for k, v in row["median_ms"].items() if k.startswith("ort_plain")]
         cells = [row["sample"], ", ".join(f"{p:.4g}" for p in plain), f"{row['median_ms']['accelc_ort']:.4g}",
                  str(row["plain_spread"]), f"{row['accelc_vs_plain_median']}×"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return _markdown(head, body)
 
 
 def main(argv=None) -> int:
