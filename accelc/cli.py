@@ -176,7 +176,7 @@ def cmd_passes(args) -> int:
     print(f"\n{'ONNX pass':<{width}}  cpu  cuda   description  [module]")
     position = {d: {n: i for i, n in enumerate(names)} for d, names in ONNX_PIPELINES.items()}
     for name, cls in sorted(onnx_passes.items(), key=lambda item: (position["cpu"].get(item[0], 99), position["cuda"].get(item[0], 99))):
-        cpu, cuda = (f"{ONNX_PIPELINES[d].index(name) + 1}" if name in ONNX_PIPELINES[d] else "-" for d in ("cpu", "cuda"))
+        cpu, cuda = (str(position[d][name] + 1) if name in position[d] else "-" for d in ("cpu", "cuda"))
         print(f"{name:<{width}}  {cpu:>3}  {cuda:>4}   {cls.description()}  [{cls.__module__}:{cls.__qualname__}]")
     print("cpu/cuda: position in the ONNX pipeline of that provider (run on the exported model, each checked in ONNX Runtime)")
     return 0

@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "samples"))
 
 import accelc  # noqa: E402
-from accelc.runtime.onnxruntime import session_options  # noqa: E402
+from accelc.runtime.onnxruntime import disabled_fusions, session_options  # noqa: E402
 from accelc.timing import compare_latency  # noqa: E402
 from accelc.verify import compare_outputs, flat_outputs  # noqa: E402
 
@@ -57,8 +57,12 @@ def make_inputs(name: str, module, small: bool, batch: int, seq: int | None) -> 
     return tuple(torch.cat([x] * batch) if x.dim() > 0 else x for x in base)
 
 
-def ort_callable(path: str, names: list[str]):
-    session = ort.InferenceSession(path, sess_options=session_options(), providers=["CPUExecutionProvider"])
+def ort_callable(path: str, names: list[str], accelc_fusions: bool = False):
+    """A CPU session on ``path`` called like the model (``names``: one per argument). With
+    ``accelc_fusions`` it leaves out the ORT fusions accelc's own sessions leave out."""
+    disabled = disabled_fusions("CPUExecutionProvider") if accelc_fusions else None
+    session = ort.InferenceSession(path, sess_options=session_options(), providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=disabled)
     wanted = [i.name for i in session.get_inputs()]
 
     def run(*args):

@@ -24,9 +24,7 @@ import os
 import sys
 import tempfile
 
-import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,22 +32,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "samples"))
 sys.path.insert(0, HERE)
 
 import accelc  # noqa: E402
-from accelc.runtime.onnxruntime import disabled_fusions, session_options  # noqa: E402
 from accelc.timing import compare_latency  # noqa: E402
 from accelc.verify import flat_outputs  # noqa: E402
-from bench_onnxruntime import make_inputs, write_results  # noqa: E402
-
-
-
-def ort_callable(path: str, input_names: list[str], arg_index: list[int]):
-    session = ort.InferenceSession(path, sess_options=session_options(), providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=disabled_fusions("CPUExecutionProvider"))
-
-    def run(*args):
-        feeds = {n: args[i].numpy() for n, i in zip(input_names, arg_index)}
-        return [torch.from_numpy(np.ascontiguousarray(o)) for o in session.run(None, feeds)]
-
-    return run
+from bench_onnxruntime import make_inputs, ort_callable, write_results  # noqa: E402
 
 
 def to_fp16(src: str, dst: str) -> None:
@@ -82,12 +67,12 @@ def bench_one(sample: str, batch: int, seq: int | None, seconds: float, workdir:
     runner = fast.runner
     fp32 = os.path.join(workdir, f"{sample}_fp32.onnx")
     onnx.save(onnx.load(runner.model_path), fp32)
-    systems = {"eager": model, "ort_fp32": ort_callable(fp32, runner.input_names, runner.arg_index)}
+    systems = {"eager": model, "ort_fp32": ort_callable(fp32, runner.meta["arg_names"], accelc_fusions=True)}
     notes: dict[str, str] = {}
     path = os.path.join(workdir, f"{sample}_fp16.onnx")
     try:
         to_fp16(fp32, path)
-        systems["ort_fp16"] = ort_callable(path, runner.input_names, runner.arg_index)
+        systems["ort_fp16"] = ort_callable(path, runner.meta["arg_names"], accelc_fusions=True)
     except Exception as exc:  # the converter or ORT refusing the model: record it, keep going
         notes["ort_fp16"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     int8 = accelc.accelerate(model, inputs, backend="onnxruntime", precision="int8")

@@ -79,7 +79,8 @@ def evaluate_shape_only(model: ir.Model, value: ir.Value) -> np.ndarray | None:
     symbols = {d for s in sources for d in (s.shape or [None]) if not isinstance(d, int)}
     if any(s.shape is None or s.dtype is None for s in sources) or len(symbols) > 1 or None in symbols:
         return None
-    order = [n for n in model.graph if any(n is m for m in nodes)]  # the graph is topologically sorted
+    needed = {id(n) for n in nodes}
+    order = [n for n in model.graph if id(n) in needed]  # the graph is topologically sorted
     graph = onnx.helper.make_graph(
         [ir.serde.serialize_node(n) for n in order], "shape_only",
         [onnx.helper.make_tensor_value_info(s.name, s.dtype.value, [d if isinstance(d, int) else "batch" for d in s.shape])
