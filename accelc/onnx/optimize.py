@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # (BERT-base, seq 512, 2 threads: 1.21x over a plain export without them, 1.07x with them), so
 # the CPU pipeline keeps GEMMs whole, bias inside Gemm, and LayerNormalization unfused.
 ONNX_PIPELINES = {
-    "cpu": ["fuse_attention", "split_causal_attention", "quantize_int8", "fold_bias_add", "fuse_fast_gelu", "convert_fp16", "cleanup_casts_reshapes"],
+    "cpu": ["fuse_attention", "split_causal_attention", "drop_padded_keys", "quantize_int8", "fold_bias_add", "fuse_fast_gelu", "convert_fp16", "cleanup_casts_reshapes"],
     "cuda": ["fuse_attention", "pack_qkv_attention", "fuse_fast_gelu", "fuse_bias_gelu", "fuse_skip_layer_norm",
              "fold_bias_add", "convert_fp16", "cleanup_casts_reshapes"],
 }

@@ -30,6 +30,7 @@ import onnx_ir as ir
 
 from ..errors import PassRegistryError
 from ..pass_base import PassResult
+from .shape_eval import evaluate_shape_only, shape_only_closure
 
 log = logging.getLogger(__name__)
 
@@ -102,4 +103,5 @@ def discover_onnx_passes() -> dict[str, type[OnnxPass]]:
     return found
 
 
-__all__ = ["OnnxPass", "OnnxPassContext", "OnnxRefusal", "PassResult", "count_ops", "discover_onnx_passes", "GROUP"]
+__all__ = ["OnnxPass", "OnnxPassContext", "OnnxRefusal", "PassResult", "count_ops", "discover_onnx_passes", "evaluate_shape_only",
+           "shape_only_closure", "GROUP"]

@@ -323,3 +323,98 @@ def test_split_causal_attention_waits_for_long_sequences(export_root):
     proto = _prepared("gpt2", export_root, ["fuse_attention"])
     new, result, _ = _apply("split_causal_attention", proto)
     assert not result.modified and op_counts(new) == op_counts(proto)
+
+
+# --- drop_padded_keys: flash attention when the mask only pads keys --------------------------
+
+
+def _bert_dynamic(tmp_path):
+    """BERT exported as accelerate exports it (symbolic batch), with attention fused."""
+    from accelc.capture import capture, double_batch
+    from accelc.onnx.export import export_graph
+
+    model, inputs, _ = captured("bert")
+    gm = capture(model, double_batch(inputs), dynamic_batch=True).graph_module
+    proto, _, _ = _apply("fuse_attention", export_graph(gm, inputs, str(tmp_path / "export")).model)
+    return model, inputs, gm, proto
+
+
+def test_drop_padded_keys_fires_on_bert_and_matches_eager_on_both_branches(tmp_path):
+    """One check per mask, one If per attention layer; whichever branch a batch takes, ORT gives
+    eager's answers: same padding in every row and one row (then), rows padded differently or a
+    row with no visible key (else)."""
+    model, inputs, gm, proto = _bert_dynamic(tmp_path)
+    new, result, _ = _apply("drop_padded_keys", proto)
+    assert result.modified and result.stats == {"unmasked": 0, "checked_at_run_time": 2}, result
+    counts = op_counts(new)
+    assert counts["If"] == 2 and counts.get("NonZero") == 1 and "MultiHeadAttention" not in counts
+    ids, mask, types = inputs
+    other = mask.clone()
+    other[:, :3] = 0  # padded on the left as well: a different pattern
+    feeds = {
+        "one row": inputs,
+        "no padding": (ids, torch.ones_like(mask), types),
+        "rows padded alike": (ids.repeat(2, 1), mask.repeat(2, 1), types.repeat(2, 1)),
+        "rows padded differently": (ids.repeat(2, 1), torch.cat([mask, other]), types.repeat(2, 1)),
+        "a row sees nothing": (ids.repeat(2, 1), torch.cat([mask, torch.zeros_like(mask)]), types.repeat(2, 1)),
+    }
+    names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    for what, feed in feeds.items():
+        with torch.inference_mode():
+            expected = flat_outputs(model(*feed))
+        check = compare_outputs(run_in_ort(new, feed, names, str(tmp_path)), expected, tolerance)
+        assert check.ok, f"{what}: {check.message}"
+    twice, again, _ = _apply("drop_padded_keys", new)
+    assert not again.modified and op_counts(twice) == op_counts(new)
+
+
+def test_padded_keys_check_decides_like_numpy(tmp_path):
+    """The in-graph check on masks of each kind, and its build-time twin for fixed masks,
+    against what they must decide."""
+    x = ir.Value(name="mask", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2, 1, 3, 4]))
+    from accelc_passes.onnx.drop_padded_keys import _Builder, fixed_visible_keys, padded_keys_check
+
+    b = _Builder("check", set())
+    ok, keep = padded_keys_check(b, x)
+    graph = ir.Graph([x], [ok, keep], nodes=b.nodes, opset_imports={"": 20}, name="check")
+    proto = ir.serde.serialize_model(ir.Model(graph, ir_version=10))
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    lo = np.finfo(np.float32).min
+    pad_last = np.zeros((2, 1, 3, 4), np.float32)
+    pad_last[..., 3] = lo
+    causal = np.broadcast_to(np.triu(np.full((3, 4), -np.inf, np.float32), 1), (2, 1, 3, 4)).copy()
+    rows_differ = pad_last.copy()
+    rows_differ[1, ..., 0] = lo
+    soft = pad_last.copy()
+    soft[..., 2] = -5.0  # a bias that is neither 0 nor hidden
+    cases = {"pad_last": (True, [0, 1, 2]), "causal": (False, None), "rows_differ": (False, None),
+             "soft": (False, None), "all_hidden": (False, None), "none": (True, [0, 1, 2, 3])}
+    masks = {"pad_last": pad_last, "causal": causal, "rows_differ": rows_differ, "soft": soft,
+             "all_hidden": np.full((2, 1, 3, 4), -np.inf, np.float32), "none": np.zeros((2, 1, 3, 4), np.float32)}
+    for name, (want_ok, want_keep) in cases.items():
+        got_ok, got_keep = session.run(None, {"mask": masks[name]})
+        assert bool(got_ok) == want_ok, name
+        if want_keep is not None:
+            assert got_keep.tolist() == want_keep, name
+        fixed = fixed_visible_keys(masks[name])
+        assert (fixed is not None) == want_ok and (fixed is None or fixed.tolist() == want_keep), name
+
+
+def test_drop_padded_keys_drops_vits_zero_mask_and_leaves_causal_masks_alone(export_root, tmp_path):
+    """ViT's exported attention carries an all-zero constant bias: it goes, and ORT gives eager's
+    answers. GPT-2's causal mask is fixed but hides keys from some rows only: left alone."""
+    proto = _prepared("vit", export_root, ["fuse_attention"])
+    new, result, _ = _apply("drop_padded_keys", proto)
+    assert result.stats == {"unmasked": 2, "checked_at_run_time": 0}, result
+    masked = [n for n in ir.serde.deserialize_model(new).graph if n.op_type == "MultiHeadAttention"]
+    assert len(masked) == 2 and all(len(n.inputs) == 4 for n in masked)
+    _same_in_ort(new, "vit", tmp_path)
+    twice, again, _ = _apply("drop_padded_keys", new)
+    assert not again.modified and op_counts(twice) == op_counts(new)
+
+    proto = _prepared("gpt2", export_root, ["fuse_attention"])
+    new, result, ctx = _apply("drop_padded_keys", proto)
+    assert not result.modified and op_counts(new) == op_counts(proto)
+    assert len([r for r in ctx.refusals if "some query rows only" in r.reason]) == 2
