@@ -29,26 +29,20 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, evaluate_shape_only
+from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, evaluate_shape_only, masked_attention,
+                                   plain_self_attention_blocker)
 
 MIN_OPSET = 18  # ReduceMin/ReduceMax take their axes as an input from opset 18 on
 
 
 def _unsupported(node: ir.Node) -> str | None:
     """Why this masked MHA can't take the padded-keys path, or None."""
-    inputs = list(node.inputs) + [None] * (8 - len(node.inputs))
-    if inputs[4] is not None or inputs[6] is not None or inputs[7] is not None:
-        return "it has a key padding mask or past key/value"
-    if any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
-        return "its present key/value are used"
-    if any(v is None or v.shape is None or len(v.shape) != 3 for v in inputs[:3]):
-        return "its query/key/value are not (batch, seq, hidden)"
-    mask = inputs[5]
-    if mask.shape is None or len(mask.shape) != 4 or mask.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16):
-        return "its attention_bias is not a 4-D float tensor"
-    if node.outputs[0].is_graph_output():
-        return "its output is a graph output"
-    return None
+    reason = plain_self_attention_blocker(node)
+    mask = node.inputs[5]
+    if reason is None and (mask.shape is None or len(mask.shape) != 4
+                           or mask.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16)):
+        reason = "its attention_bias is not a 4-D float tensor"
+    return reason
 
 
 def fixed_visible_keys(bias: np.ndarray) -> np.ndarray | None:
@@ -167,11 +161,7 @@ class DropPaddedKeys(OnnxPass):
         keys: dict[int, ir.Value | None] = {}  # per fixed mask: its kept-key indices (None: all)
         checks: dict[int, tuple[ir.Value, ir.Value]] = {}  # per data mask: the run-time check
         stats = {"unmasked": 0, "checked_at_run_time": 0}
-        for node in list(model.graph):
-            if node.op_type != "MultiHeadAttention" or node.domain != "com.microsoft":
-                continue
-            if len(node.inputs) < 6 or node.inputs[5] is None:
-                continue  # no mask: ORT already takes its flash path
+        for node in masked_attention(model):
             reason = _unsupported(node)
             if reason is not None:
                 ctx.refuse(node, reason)

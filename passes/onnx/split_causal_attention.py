@@ -28,7 +28,8 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
-from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, evaluate_shape_only
+from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, evaluate_shape_only, masked_attention,
+                                   plain_self_attention_blocker)
 
 ROWS_PER_CHUNK = 128
 MAX_CHUNKS = 8
@@ -64,18 +65,10 @@ def plan_chunks(bias: np.ndarray, rows_per_chunk: int) -> list[tuple[int, int, i
 
 def _unsplittable(node: ir.Node) -> str | None:
     """Why this masked MHA can't be split, or None."""
-    inputs = list(node.inputs) + [None] * (8 - len(node.inputs))
-    if inputs[4] is not None or inputs[6] is not None or inputs[7] is not None:
-        return "it has a key padding mask or past key/value"
-    if any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
-        return "its present key/value are used"
-    if any(v is None or v.shape is None or len(v.shape) != 3 for v in inputs[:3]):
-        return "its query/key/value are not (batch, seq, hidden)"
-    if any(not isinstance(v.shape[1], int) for v in inputs[:3]):
-        return "its sequence length is not fixed"
-    if node.outputs[0].is_graph_output():
-        return "its output is a graph output"
-    return None
+    reason = plain_self_attention_blocker(node)
+    if reason is None and any(not isinstance(v.shape[1], int) for v in node.inputs[:3]):
+        reason = "its sequence length is not fixed"
+    return reason
 
 
 def _replace_with_chunks(model: ir.Model, node: ir.Node, chunks: list[tuple[int, int, int, int]],
@@ -124,11 +117,7 @@ class SplitCausalAttention(OnnxPass):
                 constants[key] = value
             return constants[key]
 
-        for node in list(model.graph):
-            if node.op_type != "MultiHeadAttention" or node.domain != "com.microsoft":
-                continue
-            if len(node.inputs) < 6 or node.inputs[5] is None:
-                continue  # no mask: ORT already takes its flash path
+        for node in masked_attention(model):
             reason = _unsplittable(node)
             if reason is not None:
                 ctx.refuse(node, reason)
