@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
+
+
+def hiding_bias(dtype) -> float:
+    """An attention bias at or below this hides its key: softmax gives it weight exactly 0.
+    Half the dtype's minimum takes in -inf and the minimum itself (what transformers writes)."""
+    return float(np.finfo(dtype).min) / 2
 
 
 def masked_attention(model: ir.Model) -> list[ir.Node]:
@@ -29,4 +36,4 @@ def plain_self_attention_blocker(node: ir.Node) -> str | None:
     return None
 
 
-__all__ = ["masked_attention", "plain_self_attention_blocker"]
+__all__ = ["hiding_bias", "masked_attention", "plain_self_attention_blocker"]

@@ -30,7 +30,7 @@ import onnx_ir as ir
 
 from ..errors import PassRegistryError
 from ..pass_base import PassResult
-from .attention import masked_attention, plain_self_attention_blocker
+from .attention import hiding_bias, masked_attention, plain_self_attention_blocker
 from .shape_eval import evaluate_shape_only, shape_only_closure
 
 log = logging.getLogger(__name__)
@@ -105,4 +105,4 @@ def discover_onnx_passes() -> dict[str, type[OnnxPass]]:
 
 
 __all__ = ["OnnxPass", "OnnxPassContext", "OnnxRefusal", "PassResult", "count_ops", "discover_onnx_passes", "evaluate_shape_only",
-           "masked_attention", "plain_self_attention_blocker", "shape_only_closure", "GROUP"]
+           "hiding_bias", "masked_attention", "plain_self_attention_blocker", "shape_only_closure", "GROUP"]

@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, evaluate_shape_only, masked_attention,
-                                   plain_self_attention_blocker)
+from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, evaluate_shape_only, hiding_bias,
+                                   masked_attention, plain_self_attention_blocker)
 
 MIN_OPSET = 18  # ReduceMin/ReduceMax take their axes as an input from opset 18 on
 
@@ -49,7 +49,7 @@ def fixed_visible_keys(bias: np.ndarray) -> np.ndarray | None:
     """The indices of the keys a fixed ``bias`` leaves visible when it is a key padding mask
     (module docstring), else None: what :func:`padded_keys_check` decides at run time."""
     rows = bias.reshape(-1, bias.shape[-1])
-    hidden = rows <= np.finfo(bias.dtype).min / 2
+    hidden = rows <= hiding_bias(bias.dtype)
     if not (hidden | (rows == 0)).all():
         return None
     everywhere, somewhere = hidden.all(axis=0), hidden.any(axis=0)
@@ -88,7 +88,7 @@ def _attr(key: str, value) -> ir.Attr:
 def padded_keys_check(b: _Builder, mask: ir.Value) -> tuple[ir.Value, ir.Value]:
     """(ok, keep): ok is a bool scalar, true when ``mask`` is a key padding mask (module
     docstring); keep is the int64 indices of its visible keys."""
-    hidden_at = np.array(np.finfo(mask.dtype.numpy()).min / 2, dtype=mask.dtype.numpy())
+    hidden_at = np.array(hiding_bias(mask.dtype.numpy()), dtype=mask.dtype.numpy())
     rows = b.op("Reshape", [mask, b.const("rows_by_keys", np.array([-1, mask.shape[-1]], np.int64))], "rows")
     hidden = b.op("LessOrEqual", [rows, b.const("hidden_at", hidden_at)], "hidden")
     zero = b.op("Equal", [rows, b.const("zero", np.zeros((), hidden_at.dtype))], "zero")
@@ -127,9 +127,7 @@ def _unmasked(node: ir.Node, b: _Builder, keep: ir.Value | None) -> ir.Node:
 
 
 def _replace(model: ir.Model, node: ir.Node, new_nodes: list[ir.Node]) -> None:
-    model.graph.insert_before(node, new_nodes)
-    node.outputs[0].replace_all_uses_with(new_nodes[-1].outputs[0])
-    model.graph.remove(node, safe=True)
+    ir.convenience.replace_nodes_and_values(model.graph, node, [node], new_nodes, node.outputs[:1], new_nodes[-1].outputs[:1])
 
 
 def _replace_with_if(model: ir.Model, node: ir.Node, prefix: str, ok: ir.Value, keep: ir.Value, taken: set[str]) -> None:
@@ -147,6 +145,22 @@ def _replace_with_if(model: ir.Model, node: ir.Node, prefix: str, ok: ir.Value, 
     _replace(model, node, [branch])
 
 
+def _plan(model: ir.Model, mask: ir.Value, b: _Builder) -> tuple[str, ir.Value | None, ir.Value | None]:
+    """(how, ok, keep) for the attention reading ``mask``; nodes it needs go into ``b``.
+
+    "fixed": the mask reads no input data and only pads keys; keep is the kept keys (None: all).
+    "refuse": it reads no input data and hides keys from some rows only.
+    "run_time": it reads input data; ok and keep are :func:`padded_keys_check`'s.
+    """
+    fixed = evaluate_shape_only(model, mask)
+    if fixed is None:
+        return ("run_time", *padded_keys_check(b, mask))
+    keep = fixed_visible_keys(fixed)
+    if keep is None:
+        return ("refuse", None, None)
+    return ("fixed", None, None if len(keep) == fixed.shape[-1] else b.const("keep", keep))
+
+
 class DropPaddedKeys(OnnxPass):
     """Masked MHA whose mask only pads keys ==> MHA without a mask on the visible keys."""
 
@@ -157,9 +171,7 @@ class DropPaddedKeys(OnnxPass):
             return PassResult(False, {})
         taken = {v.name for n in model.graph.all_nodes() for v in (*n.inputs, *n.outputs) if v is not None and v.name}
         taken |= {v.name for v in model.graph.inputs} | set(model.graph.initializers)
-        fixed: dict[int, np.ndarray | None] = {}
-        keys: dict[int, ir.Value | None] = {}  # per fixed mask: its kept-key indices (None: all)
-        checks: dict[int, tuple[ir.Value, ir.Value]] = {}  # per data mask: the run-time check
+        plans: dict[int, tuple[str, ir.Value | None, ir.Value | None]] = {}  # once per mask, shared by its readers
         stats = {"unmasked": 0, "checked_at_run_time": 0}
         for node in masked_attention(model):
             reason = _unsupported(node)
@@ -168,27 +180,18 @@ class DropPaddedKeys(OnnxPass):
                 continue
             mask = node.inputs[5]
             b = _Builder(f"{self.name}_{sum(stats.values())}", taken)
-            if id(mask) not in fixed:
-                fixed[id(mask)] = evaluate_shape_only(model, mask)
-            if fixed[id(mask)] is not None:  # decided now: drop the mask, gather the kept keys
-                if id(mask) not in keys:
-                    keep = fixed_visible_keys(fixed[id(mask)])
-                    if keep is None:
-                        keys[id(mask)] = False
-                    elif len(keep) == mask.shape[-1]:
-                        keys[id(mask)] = None
-                    else:
-                        keys[id(mask)] = b.const("keep", keep)
-                if keys[id(mask)] is False:
-                    ctx.refuse(node, "its fixed mask hides keys from some query rows only (split_causal_attention's case)")
-                    continue
-                unmasked = _unmasked(node, b, keys[id(mask)])
+            if id(mask) not in plans:  # its nodes go before the mask's first reader
+                plans[id(mask)] = _plan(model, mask, b)
+                model.graph.insert_before(node, b.nodes)
+                b.nodes = []
+            how, ok, keep = plans[id(mask)]
+            if how == "refuse":
+                ctx.refuse(node, "its fixed mask hides keys from some query rows only (split_causal_attention's case)")
+            elif how == "fixed":
+                unmasked = _unmasked(node, b, keep)
                 _replace(model, node, [*b.nodes, unmasked])
                 stats["unmasked"] += 1
-                continue
-            if id(mask) not in checks:  # decided per call: once per mask, before its first reader
-                checks[id(mask)] = padded_keys_check(b, mask)
-                model.graph.insert_before(node, b.nodes)
-            _replace_with_if(model, node, b.name("layer"), *checks[id(mask)], taken)
-            stats["checked_at_run_time"] += 1
+            else:
+                _replace_with_if(model, node, b.name("layer"), ok, keep, taken)
+                stats["checked_at_run_time"] += 1
         return PassResult(sum(stats.values()) > 0, stats)

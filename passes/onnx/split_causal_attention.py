@@ -28,8 +28,8 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
-from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, evaluate_shape_only, masked_attention,
-                                   plain_self_attention_blocker)
+from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, evaluate_shape_only, hiding_bias,
+                                   masked_attention, plain_self_attention_blocker)
 
 ROWS_PER_CHUNK = 128
 MAX_CHUNKS = 8
@@ -37,7 +37,7 @@ MAX_CHUNKS = 8
 
 def visible_key_range(bias: np.ndarray, lo: int, hi: int) -> tuple[int, int] | None:
     """[first, last + 1) of the keys that query rows [lo, hi) can see; None if a row sees none."""
-    visible = bias[..., lo:hi, :] > np.finfo(bias.dtype).min / 2  # -inf and the dtype minimum hide
+    visible = bias[..., lo:hi, :] > hiding_bias(bias.dtype)
     rows = visible.reshape(-1, hi - lo, bias.shape[-1]).any(axis=0)
     if not rows.any(axis=1).all():
         return None  # a fully masked row is a uniform softmax over all keys; dropping keys changes it
@@ -96,9 +96,7 @@ def _replace_with_chunks(model: ir.Model, node: ir.Node, chunks: list[tuple[int,
         new_nodes.append(attention)
         outputs.append(attention.outputs[0])
     concat = ir.Node("", "Concat", outputs, attributes=[ir.AttrInt64("axis", 1)], name=f"{node.name}_rows")
-    model.graph.insert_before(node, [*new_nodes, concat])
-    node.outputs[0].replace_all_uses_with(concat.outputs[0])
-    model.graph.remove(node, safe=True)
+    ir.convenience.replace_nodes_and_values(model.graph, node, [node], [*new_nodes, concat], node.outputs[:1], concat.outputs)
 
 
 class SplitCausalAttention(OnnxPass):
