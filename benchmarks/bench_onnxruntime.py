@@ -116,8 +116,10 @@ def bench_one(sample: str, small: bool, batch: int, seq: int | None, seconds: fl
     plain = os.path.join(workdir, f"{tag}_dynamo.onnx")
     export_plain(model, inputs, plain, True, names_dynamo)
     present = sum(1 for n in onnx.load(plain, load_external_data=False).graph.node if n.op_type == "Softmax")
-    opened = {"ort_default": lambda: ort_callable(plain, names_dynamo),
-              "aa_ort_default_twin": lambda: ort_callable(plain, names_dynamo)}
+    opened = {}  # per ORT system: how to open one more session of it
+    for key in ("ort_default", "aa_ort_default_twin"):
+        opened[key] = lambda: ort_callable(plain, names_dynamo)
+        systems[key] = opened[key]()
     if sample in MODEL_TYPE:
         config = module.get_config(small)
         for exporter in ("dynamo", "torchscript"):
@@ -129,8 +131,9 @@ def bench_one(sample: str, small: bool, batch: int, seq: int | None, seconds: fl
                     export_plain(model, inputs, src, False, names)
                 dst = transformers_optimized(src, os.path.join(workdir, f"{tag}_{exporter}_opt.onnx"), sample, config)
                 feed_names = names_dynamo if exporter == "dynamo" else names
-                systems[key] = ort_callable(dst, feed_names)  # the optimizer's model must at least open
-                opened[key] = lambda dst=dst, feed_names=feed_names: ort_callable(dst, feed_names)
+                open_session = lambda dst=dst, feed_names=feed_names: ort_callable(dst, feed_names)  # noqa: E731
+                systems[key] = open_session()  # the optimizer's model must at least open
+                opened[key] = open_session
                 attention[key] = attention_counts(dst)
             except Exception as exc:  # the optimizer fails outright on some exports: record it
                 notes[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
@@ -143,9 +146,7 @@ def bench_one(sample: str, small: bool, batch: int, seq: int | None, seconds: fl
     report = fast.report["onnx"]
     build_seconds = time.perf_counter() - start
     artifact = fast.save(os.path.join(workdir, f"{tag}_accelc"))
-    opened["accelc_ort"] = lambda: accelc.load(artifact)
-    for key, open_session in opened.items():  # the first session of each system is the one checked
-        systems[key] = systems.get(key) or (fast if key == "accelc_ort" else open_session())
+    systems["accelc_ort"], opened["accelc_ort"] = fast, lambda: accelc.load(artifact)
     passes = {r["name"]: r.get("stats", {}) for r in report.get("onnx_passes", []) if "stats" in r}
     attention["accelc_ort"] = passes.get("fuse_attention", {}).get("fused", 0)
 
