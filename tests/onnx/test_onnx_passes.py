@@ -298,6 +298,8 @@ def test_split_causal_attention_fires_on_gpt2_and_is_exact(split_every_4_rows, s
     new, result, _ = _apply("split_causal_attention", proto)
     assert result.modified and result.stats["split"] == 2, result
     assert op_counts(new)["MultiHeadAttention"] == 2 * 4
+    # GPT-2's MHA has no projection bias: each layer's k and v go heads-first once
+    assert op_counts(new)["Transpose"] == op_counts(proto).get("Transpose", 0) + 2 * 2
     names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
     batches = [inputs] if static else [inputs, (torch.cat([inputs[0], inputs[0].flip(1)]),)]
     for feed in batches:  # a dynamic export holds one mask for every batch size
@@ -307,6 +309,26 @@ def test_split_causal_attention_fires_on_gpt2_and_is_exact(split_every_4_rows, s
     _same_in_ort(new, "gpt2", tmp_path)
     twice, again, _ = _apply("split_causal_attention", new)
     assert not again.modified and op_counts(twice) == op_counts(new)
+
+
+def test_split_causal_attention_keeps_keys_sequence_first_under_a_projection_bias(split_every_4_rows, export_root, tmp_path):
+    """MHA ignores a key/value bias once k and v are heads-first, so with one they stay as they are."""
+    import onnx
+
+    proto = _prepared("gpt2", export_root, ["fuse_attention"])
+    hidden = 64  # the small GPT-2's width
+    bias = np.random.default_rng(0).standard_normal(3 * hidden).astype(np.float32)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(bias, "qkv_bias"))
+    for node in proto.graph.node:
+        if node.op_type == "MultiHeadAttention":
+            node.input[3] = "qkv_bias"
+    new, result, _ = _apply("split_causal_attention", proto)
+    assert result.stats["split"] == 2 and op_counts(new).get("Transpose", 0) == op_counts(proto).get("Transpose", 0)
+    model, inputs, gm = captured("gpt2")
+    names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    before, after = (run_in_ort(p, inputs, names, str(tmp_path)) for p in (proto, new))
+    for a, b in zip(after, before):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("sample", ["bert", "vit"])
