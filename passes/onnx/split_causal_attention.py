@@ -86,12 +86,14 @@ def _replace_with_chunks(model: ir.Model, node: ir.Node, chunks: list[tuple[int,
         # every chunk's MHA would transpose its own key range again. MHA ignores a key/value
         # bias in this layout, hence only without one.
         heads = const("heads", np.array([0, 0, node.attributes["num_heads"].as_int(), -1], np.int64))
-        for x in (k, v):
+
+        def heads_first(x: ir.Value) -> ir.Value:
             split_heads = ir.Node("", "Reshape", [x, heads])
-            new_nodes += [split_heads, ir.Node("", "Transpose", split_heads.outputs,
-                                               attributes=[ir.AttrInt64s("perm", [0, 2, 1, 3])])]
-        k, v = new_nodes[1].outputs[0], new_nodes[3].outputs[0]
-        key_axis = 2
+            transpose = ir.Node("", "Transpose", split_heads.outputs, attributes=[ir.AttrInt64s("perm", [0, 2, 1, 3])])
+            new_nodes.extend((split_heads, transpose))
+            return transpose.outputs[0]
+
+        k, v, key_axis = heads_first(k), heads_first(v), 2
     axis = const(f"axis{key_axis}", np.array([key_axis], np.int64))
     # One Split for the query rows; a key range that is every key reads k and v as they are:
     # each Slice is a copy (GPT-2 s512, four chunks: Slices were a fifth of attention's time).
