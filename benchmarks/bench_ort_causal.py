@@ -3,7 +3,8 @@
     python benchmarks/bench_ort_causal.py [--seq 512]
 
 12 heads of 64, batch 1, 2 threads. Each case is one small model fed the same q, k, v; its
-output is checked against a numpy reference and its median over 40 calls reported in ms:
+output is checked against a numpy reference, and all are timed in interleaved turns
+(``accelc.timing.compare_latency``); medians in ms:
 
 - ``MHA + causal bias``: one ``MultiHeadAttention`` with the (1, 1, S, S) mask as
   ``attention_bias`` (what ``fuse_attention`` makes of GPT-2's attention);
@@ -22,7 +23,6 @@ every causal option above runs a kernel that materialises the scores.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import onnx_ir as ir
@@ -30,6 +30,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from accelc.onnx.pass_base import OnnxPassContext, discover_onnx_passes
+from accelc.timing import compare_latency
 
 HIDDEN, HEADS = 768, 12
 
@@ -88,39 +89,34 @@ def cases(seq: int) -> dict:
     return out
 
 
-def median_ms(session: ort.InferenceSession, feeds: dict, calls: int = 40) -> float:
-    for _ in range(5):
-        session.run(None, feeds)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--seconds", type=float, default=30.0, help="timing budget for all kernels together")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, args.seq, HIDDEN), dtype=np.float32) for _ in range(3))
     expected = reference(q, k, v, args.seq)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    print(f"| kernel (seq {args.seq}) | median ms | max error |")
-    print("|---|---|---|")
+    runs, errors, failures = {}, {}, {}
     for name, (onnx_model, extra) in cases(args.seq).items():
         try:
             session = ort.InferenceSession(onnx_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
             feeds = {"q": q, "k": k, "v": v, **extra}
-            error = float(np.abs(session.run(["y"], feeds)[0] - expected).max())
+            errors[name] = float(np.abs(session.run(["y"], feeds)[0] - expected).max())
         except Exception as exc:  # an ORT build without the kernel: say so and go on
-            print(f"| {name} | failed: {str(exc).splitlines()[0][:120]} | – |")
+            failures[name] = str(exc).splitlines()[0][:120]
             continue
-        shown = "–" if "not causal" in name else f"{error:.1e}"
-        print(f"| {name} | {median_ms(session, feeds):.2f} | {shown} |")
-
+        runs[name] = lambda session=session, feeds=feeds: session.run(["y"], feeds)
+    timings = compare_latency(runs, [()], seconds=args.seconds)  # interleaved turns, like the model benchmarks
+    print(f"| kernel (seq {args.seq}) | median ms | max error |")
+    print("|---|---|---|")
+    for name in runs:
+        shown = "–" if "not causal" in name else f"{errors[name]:.1e}"
+        print(f"| {name} | {timings[name].median_ms:.2f} | {shown} |")
+    for name, why in failures.items():
+        print(f"| {name} | failed: {why} | – |")
 
 if __name__ == "__main__":
     main()

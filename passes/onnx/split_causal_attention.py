@@ -16,7 +16,7 @@ than the unsplit one, two chunks 1.10×, eight 1.05× (per-chunk overhead): chun
 ``ROWS_PER_CHUNK`` query rows, at most 8, and a sequence under 192 is left whole. Without a
 projection bias, k and v are reshaped to heads-first (B, H, S, D) once, which MHA reads as they
 are; otherwise each chunk's MHA would transpose its own key range (one GPT-2 s512 attention
-in benchmarks/bench_ort_causal.py: 5.3–5.6 → 4.6–4.7 ms, same bits).
+in benchmarks/bench_ort_causal.py: 10% faster, same bits).
 
 The mask must not depend on input data. The exporter writes GPT-2's causal mask as ~40 nodes
 computed at run time from ``Shape(input_ids)``, so the pass evaluates that subgraph in ORT
