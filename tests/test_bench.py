@@ -18,6 +18,7 @@ import torch
 
 from accelc import bench
 from accelc.bench import BenchResult, ProgressBar, expand_systems, format_table, run_bench
+from accelc.bench import systems as bench_systems
 from accelc.errors import UserInputError
 from accelc.timing import compare_latency
 
@@ -93,7 +94,8 @@ def test_failing_system_is_reported_not_raised(monkeypatch):
     def broken(ctx, *args, **kwargs):
         raise RuntimeError("exporter exploded\nsecond line")
 
-    monkeypatch.setattr(bench, "_build_ort", broken)
+    # run_bench looks its builders up in accelc.bench.systems, so that is the module to patch.
+    monkeypatch.setattr(bench_systems, "_build_ort", broken)
     model, inputs = load_sample("cnn")
     inputs = (torch.cat([inputs[0], inputs[0] * 0.5]),)  # batch 2
     result = run_bench(model, inputs, systems=["eager", "onnxruntime", "accelc-torch"], **FAST)
@@ -105,11 +107,28 @@ def test_failing_system_is_reported_not_raised(monkeypatch):
     assert result.batch_size == 2
 
 
+def test_cuda_only_rows_are_skipped_on_cpu_and_accelc_failures_are_failures(monkeypatch):
+    """A TensorRT row on CPU would time plain ORT under TensorRT's name; an accelc backend that
+    breaks is a failure to report, not a missing dependency."""
+    from accelc import api
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("backend exploded")
+
+    monkeypatch.setattr(api, "accelerate", broken)
+    model, inputs = load_sample("mlp")
+    result = run_bench(model, inputs, systems=["eager", "onnxruntime-tensorrt", "accelc-onnxruntime"], **FAST)
+    assert result.entry("onnxruntime-tensorrt").status == "skipped"
+    assert "CUDA" in result.entry("onnxruntime-tensorrt").reason
+    assert result.entry("accelc-onnxruntime").status == "failed"
+    assert "backend exploded" in result.entry("accelc-onnxruntime").reason
+
+
 def test_wrong_outputs_are_flagged(monkeypatch):
     def off_by_one(ctx):
         return bench.Built(lambda *x: ctx.eager_model(*x) + 1.0, ctx.inputs)
 
-    monkeypatch.setattr(bench, "_build_eager", off_by_one)
+    monkeypatch.setattr(bench_systems, "_build_eager", off_by_one)
     model, inputs = load_sample("mlp")
     # eager itself is the reference's model, so the wrong "eager" row must show its error.
     result = run_bench(model, inputs, systems=["eager"], **FAST)

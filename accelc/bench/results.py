@@ -1,0 +1,159 @@
+"""Bench results and how they are shown: one :class:`SystemResult` per system, the
+:class:`BenchResult` of a whole run (with its JSON round trip), the :class:`ProgressBar` the
+command line draws on stderr while a run goes on, and :func:`format_table`, the terminal table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class SystemResult:
+    name: str
+    status: str  # ok | failed | skipped | unavailable
+    reason: str = ""
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    iterations: int = 0
+    throughput_per_s: float | None = None  # samples per second at the batch size
+    build_s: float | None = None
+    memory: dict = field(default_factory=dict)
+    max_abs_error: float | None = None
+    max_rel_error: float | None = None
+    within_tolerance: bool | None = None
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class BenchResult:
+    model: str
+    device: str
+    precision: str
+    batch_size: int
+    threads: int
+    seconds: float
+    input_shapes: list
+    versions: dict
+    machine: dict
+    systems: list[SystemResult]
+    memory_kind: str = "rss_growth"
+    notes: list[str] = field(default_factory=list)
+
+    def entry(self, name: str) -> SystemResult | None:
+        return next((s for s in self.systems if s.name == name), None)
+
+    def speedup(self, name: str, over: str = "eager") -> float | None:
+        a, b = self.entry(name), self.entry(over)
+        if a is None or b is None or not a.ok or not b.ok or not a.median_ms:
+            return None
+        return b.median_ms / a.median_ms
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_json_default)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BenchResult":
+        data = dict(data)
+        data["systems"] = [SystemResult(**s) for s in data.get("systems", [])]
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _json_default(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+class ProgressBar:
+    """A one-line text progress bar on stderr (a line per step when stderr is not a terminal)."""
+
+    def __init__(self, stream=None, width: int = 28, prefix: str = ""):
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.prefix = prefix
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_line = ""
+        self._last_step = None
+
+    def __call__(self, message: str, fraction: float) -> None:
+        fraction = min(1.0, max(0.0, fraction))
+        filled = int(round(fraction * self.width))
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"{self.prefix}[{bar}] {fraction * 100:3.0f}% {message}"
+        if self.tty:
+            pad = max(0, len(self._last_line) - len(line))
+            self.stream.write("\r" + line + " " * pad)
+            self.stream.flush()
+            self._last_line = line
+            return
+        step = message.split(" round ")[0]  # one line per step, not per timing round
+        if step != self._last_step:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self._last_step = step
+
+    def close(self) -> None:
+        if self.tty and self._last_line:
+            self.stream.write("\r" + " " * len(self._last_line) + "\r")
+            self.stream.flush()
+            self._last_line = ""
+
+
+def format_table(result: BenchResult) -> str:
+    """The terminal table: one row per system, then the reasons for rows without numbers."""
+    eager = result.entry("eager")
+    header = ["system", "median ms", "p90 ms", "min-max ms", "samples/s", "vs eager", "build s", "mem MB", "max err", ""]
+    rows = []
+    for s in result.systems:
+        if not s.ok:
+            rows.append([s.name, s.status, "", "", "", "", "", "", "", ""])
+            continue
+        speed = result.speedup(s.name) if eager is not None and eager.ok else None
+        mem = s.memory.get("retained_mb")
+        peak = s.memory.get("build_peak_mb")
+        mem_text = "" if mem is None else f"{mem:.0f}" + (f" (peak {peak:.0f})" if peak is not None else "")
+        flag = "" if s.within_tolerance else "out of tolerance"
+        rows.append([
+            s.name, f"{s.median_ms:.3f}", f"{s.p90_ms:.3f}", f"{s.min_ms:.3f}-{s.max_ms:.3f}",
+            f"{s.throughput_per_s:,.1f}" if s.throughput_per_s else "", f"{speed:.2f}x" if speed else "",
+            f"{s.build_s:.1f}", mem_text, f"{s.max_abs_error:.2g}" if s.max_abs_error is not None else "", flag,
+        ])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    right = {1, 2, 3, 4, 5, 6, 7, 8}
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    shapes = ", ".join(f"{d}{tuple(s)}" for d, s in result.input_shapes)
+    out = [
+        f"{result.model} on {result.device} ({result.precision}), batch {result.batch_size}, "
+        f"{result.threads} threads, inputs {shapes}",
+        line(header), line(["-" * w for w in widths]),
+    ]
+    out += [line(r) for r in rows]
+    reasons = [f"  {s.name}: {s.status}: {s.reason}" for s in result.systems if not s.ok]
+    notes = [f"  {s.name}: {s.note}" for s in result.systems if s.ok and s.note]
+    if reasons:
+        out += ["", "not measured:"] + reasons
+    if notes:
+        out += ["", "notes:"] + notes
+    mem_kind = {"rss_growth": "RSS growth while built (peak while building)",
+                "rss_retained_only": "RSS growth while built (peak unavailable on this OS)",
+                "cuda_allocated_growth": "CUDA memory allocated by torch (peak while building)"}[result.memory_kind]
+    out += ["", f"mem MB: {mem_kind}; max err: largest |output - eager fp32| over the example and its seeded variants"]
+    out += [f"{n}" for n in result.notes]
+    return "\n".join(out)
