@@ -90,6 +90,20 @@ def test_result_serialises_and_prints(mlp_result):
     assert "not a transformers model" in table
 
 
+def test_result_json_is_strict_and_loads_files_with_unknown_fields(mlp_result):
+    import copy
+
+    odd = copy.deepcopy(mlp_result)
+    odd.systems[0].median_ms = float("nan")
+    odd.systems[0].max_abs_error = float("inf")
+    data = json.loads(odd.to_json())  # strict JSON: no NaN/Infinity tokens
+    assert data["systems"][0]["median_ms"] is None and data["systems"][0]["max_abs_error"] is None
+    data["systems"][0]["added_by_a_newer_version"] = 1
+    data["also_new"] = {}
+    again = BenchResult.from_dict(data)
+    assert [s.name for s in again.systems] == [s.name for s in mlp_result.systems]
+
+
 def test_failing_system_is_reported_not_raised(monkeypatch):
     def broken(ctx, *args, **kwargs):
         raise RuntimeError("exporter exploded\nsecond line")

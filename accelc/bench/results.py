@@ -62,20 +62,29 @@ class BenchResult:
         return asdict(self)
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_json_default)
+        # Strict JSON: a NaN or infinity anywhere becomes null (json.dumps never hands floats
+        # to ``default``, so they are replaced beforehand); other odd values become strings.
+        return json.dumps(_finite_floats(self.to_dict()), indent=indent, allow_nan=False, default=str)
 
     @classmethod
     def from_dict(cls, data: dict) -> "BenchResult":
+        """Load ``to_dict``'s output; fields this version does not know (from a newer one) are dropped."""
         data = dict(data)
-        data["systems"] = [SystemResult(**s) for s in data.get("systems", [])]
+        system_fields = set(SystemResult.__dataclass_fields__)
+        data["systems"] = [SystemResult(**{k: v for k, v in s.items() if k in system_fields})
+                           for s in data.get("systems", [])]
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _json_default(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return str(value)
+def _finite_floats(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_floats(v) for v in value]
+    return value
 
 
 class ProgressBar:
