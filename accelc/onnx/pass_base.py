@@ -31,6 +31,7 @@ import onnx_ir as ir
 from ..errors import PassRegistryError
 from ..pass_base import PassResult
 from .attention import hiding_bias, masked_attention, plain_self_attention_blocker
+from .naming import UniqueNames
 from .shape_eval import evaluate_shape_only, shape_only_closure
 
 log = logging.getLogger(__name__)
@@ -104,5 +105,5 @@ def discover_onnx_passes() -> dict[str, type[OnnxPass]]:
     return found
 
 
-__all__ = ["OnnxPass", "OnnxPassContext", "OnnxRefusal", "PassResult", "count_ops", "discover_onnx_passes", "evaluate_shape_only",
-           "hiding_bias", "masked_attention", "plain_self_attention_blocker", "shape_only_closure", "GROUP"]
+__all__ = ["OnnxPass", "OnnxPassContext", "OnnxRefusal", "PassResult", "UniqueNames", "count_ops", "discover_onnx_passes",
+           "evaluate_shape_only", "hiding_bias", "masked_attention", "plain_self_attention_blocker", "shape_only_closure", "GROUP"]

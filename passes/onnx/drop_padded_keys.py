@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, evaluate_shape_only, hiding_bias,
+from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, UniqueNames, evaluate_shape_only, hiding_bias,
                                    masked_attention, plain_self_attention_blocker)
 
 MIN_OPSET = 18  # ReduceMin/ReduceMax take their axes as an input from opset 18 on
@@ -61,15 +61,11 @@ def fixed_visible_keys(bias: np.ndarray) -> np.ndarray | None:
 class _Builder:
     """Appends named nodes to a list; every value it makes gets a name unique in the model."""
 
-    def __init__(self, prefix: str, taken: set[str]):
-        self.prefix, self.taken, self.nodes = prefix, taken, []
+    def __init__(self, prefix: str, names: UniqueNames):
+        self.prefix, self.names, self.nodes = prefix, names, []
 
     def name(self, what: str) -> str:
-        n = 0
-        while f"{self.prefix}_{what}_{n}" in self.taken:
-            n += 1
-        self.taken.add(f"{self.prefix}_{what}_{n}")
-        return f"{self.prefix}_{what}_{n}"
+        return self.names(f"{self.prefix}_{what}")
 
     def const(self, what: str, array: np.ndarray) -> ir.Value:
         return self.op("Constant", [], what, value=ir.tensor(array))
@@ -130,10 +126,10 @@ def _replace(model: ir.Model, node: ir.Node, new_nodes: list[ir.Node]) -> None:
     ir.convenience.replace_nodes_and_values(model.graph, node, [node], new_nodes, node.outputs[:1], new_nodes[-1].outputs[:1])
 
 
-def _replace_with_if(model: ir.Model, node: ir.Node, prefix: str, ok: ir.Value, keep: ir.Value, taken: set[str]) -> None:
+def _replace_with_if(model: ir.Model, node: ir.Node, prefix: str, ok: ir.Value, keep: ir.Value, names: UniqueNames) -> None:
     """The If that takes ``node``'s place: flash attention on the kept keys, or ``node`` as it was."""
     out = node.outputs[0]
-    then = _Builder(prefix, taken)
+    then = _Builder(prefix, names)
     flash = _unmasked(node, then, keep)
     masked = ir.Node("com.microsoft", "MultiHeadAttention", list(node.inputs)[:6],
                      attributes=list(node.attributes.values()), name=then.name("masked_mha"),
@@ -169,8 +165,7 @@ class DropPaddedKeys(OnnxPass):
     def run(self, model: ir.Model, ctx: OnnxPassContext) -> PassResult:
         if model.opset_imports.get("", 0) < MIN_OPSET:
             return PassResult(False, {})
-        taken = {v.name for n in model.graph.all_nodes() for v in (*n.inputs, *n.outputs) if v is not None and v.name}
-        taken |= {v.name for v in model.graph.inputs} | set(model.graph.initializers)
+        names = UniqueNames(model)
         plans: dict[int, tuple[str, ir.Value | None, ir.Value | None]] = {}  # once per mask, shared by its readers
         stats = {"unmasked": 0, "checked_at_run_time": 0}
         for node in masked_attention(model):
@@ -179,7 +174,7 @@ class DropPaddedKeys(OnnxPass):
                 ctx.refuse(node, reason)
                 continue
             mask = node.inputs[5]
-            b = _Builder(f"{self.name}_{sum(stats.values())}", taken)
+            b = _Builder(f"{self.name}_{sum(stats.values())}", names)
             if id(mask) not in plans:  # its nodes go before the mask's first reader
                 plans[id(mask)] = _plan(model, mask, b)
                 model.graph.insert_before(node, b.nodes)
@@ -192,6 +187,6 @@ class DropPaddedKeys(OnnxPass):
                 _replace(model, node, [*b.nodes, unmasked])
                 stats["unmasked"] += 1
             else:
-                _replace_with_if(model, node, b.name("layer"), ok, keep, taken)
+                _replace_with_if(model, node, b.name("layer"), ok, keep, names)
                 stats["checked_at_run_time"] += 1
         return PassResult(sum(stats.values()) > 0, stats)

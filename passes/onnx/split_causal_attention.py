@@ -31,7 +31,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
-from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, evaluate_shape_only, hiding_bias,
+from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, UniqueNames, evaluate_shape_only, hiding_bias,
                                    masked_attention, plain_self_attention_blocker)
 
 ROWS_PER_CHUNK = 128
@@ -127,14 +127,12 @@ class SplitCausalAttention(OnnxPass):
         split = 0
         evaluated: dict[int, np.ndarray | None] = {}
         constants: dict[tuple, ir.Value] = {}
+        names = UniqueNames(model)
 
         def const(name: str, array: np.ndarray, key: tuple | None = None) -> ir.Value:
             key = (name, *(key or (array.tobytes(),)))  # small index constants: keyed by value
             if key not in constants:
-                taken, n = model.graph.initializers, len(constants)
-                while f"{self.name}_{name}_{n}" in taken:
-                    n += 1
-                value = ir.Value(name=f"{self.name}_{name}_{n}", const_value=ir.tensor(array))
+                value = ir.Value(name=names(f"{self.name}_{name}"), const_value=ir.tensor(array))
                 model.graph.register_initializer(value)
                 constants[key] = value
             return constants[key]

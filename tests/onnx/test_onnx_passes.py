@@ -396,7 +396,9 @@ def test_padded_keys_check_decides_like_numpy(tmp_path):
     x = ir.Value(name="mask", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2, 1, 3, 4]))
     from accelc_passes.onnx.drop_padded_keys import _Builder, fixed_visible_keys, padded_keys_check
 
-    b = _Builder("check", set())
+    from accelc.onnx.pass_base import UniqueNames
+
+    b = _Builder("check", UniqueNames(ir.Model(ir.Graph([], [], nodes=[]), ir_version=10)))
     ok, keep = padded_keys_check(b, x)
     graph = ir.Graph([x], [ok, keep], nodes=b.nodes, opset_imports={"": 20}, name="check")
     proto = ir.serde.serialize_model(ir.Model(graph, ir_version=10))
@@ -440,3 +442,14 @@ def test_drop_padded_keys_drops_vits_zero_mask_and_leaves_causal_masks_alone(exp
     new, result, ctx = _apply("drop_padded_keys", proto)
     assert not result.modified and op_counts(new) == op_counts(proto)
     assert len([r for r in ctx.refusals if "some query rows only" in r.reason]) == 2
+
+
+def test_unique_names_skip_every_name_the_model_has():
+    from accelc.onnx.pass_base import UniqueNames
+
+    x = ir.Value(name="stem_0")
+    weight = ir.Value(name="stem_1", const_value=ir.tensor(np.zeros(1, np.float32)))
+    node = ir.Node("", "Add", [x, weight], outputs=[ir.Value(name="stem_2")], name="stem_3")
+    graph = ir.Graph([x], node.outputs, nodes=[node], initializers=[weight])
+    names = UniqueNames(ir.Model(graph, ir_version=10))
+    assert [names("stem"), names("stem"), names("other")] == ["stem_4", "stem_5", "other_0"]
