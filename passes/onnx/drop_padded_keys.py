@@ -98,12 +98,13 @@ def padded_keys_check(b: _Builder, mask: ir.Value) -> tuple[ir.Value, ir.Value]:
         as_float(b.op("Equal", [hidden_everywhere, hidden_somewhere], "same_in_every_row"), "same_f"),
         b.op("Sub", [b.const("one", np.ones(1, np.float32)), hidden_everywhere], "visible"),
     ]
-    flat = [b.op("Reshape", [c, b.const("flat", np.array([-1], np.int64))], "flat") for c in checks]
+    flat_shape = b.const("flat", np.array([-1], np.int64))
+    flat = [b.op("Reshape", [c, flat_shape], "flat") for c in checks]
     every_entry_ok = b.op("ReduceMin", [b.op("Concat", flat[:2], "entries", axis=0)], "entries_ok", keepdims=0)
     some_key_visible = b.op("ReduceMax", [flat[2]], "some_visible", keepdims=0)
     ok = b.op("Cast", [b.op("Mul", [every_entry_ok, some_key_visible], "ok_f")], "ok", to=ir.DataType.BOOL.value)
     visible = b.op("Equal", [hidden_everywhere, b.const("f0", np.zeros((), np.float32))], "visible_b")
-    keep = b.op("Reshape", [b.op("NonZero", [visible], "visible_at"), b.const("flat", np.array([-1], np.int64))], "keep")
+    keep = b.op("Reshape", [b.op("NonZero", [visible], "visible_at"), flat_shape], "keep")
     return ok, keep
 
 
