@@ -4,16 +4,17 @@
 
 ORT's CPU kernel takes its flash path only without a mask; this is the kernel-level size of what
 ``drop_padded_keys`` buys. The masked case is the full key length with a (B, 1, S, K) bias, the
-unmasked case the keys that remain once the padding is dropped. Medians of 40 calls, in ms.
+unmasked case the keys that remain once the padding is dropped. The two are timed in
+interleaved turns (``accelc.timing.compare_latency``); medians in ms.
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
+
+from accelc.timing import compare_latency
 
 HIDDEN, HEADS = 768, 12
 CASES = [  # (batch, queries, keys with the mask, keys without it)
@@ -37,31 +38,27 @@ def session(batch: int, queries: int, keys: int, masked: bool) -> ort.InferenceS
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def median_ms(batch: int, queries: int, keys: int, masked: bool, calls: int = 40) -> float:
+def feeds(batch: int, queries: int, keys: int, masked: bool) -> dict:
     rng = np.random.default_rng(0)
-    feeds = {n: rng.standard_normal((batch, s, HIDDEN), dtype=np.float32) for n, s in (("q", queries), ("k", keys), ("v", keys))}
+    out = {n: rng.standard_normal((batch, s, HIDDEN), dtype=np.float32) for n, s in (("q", queries), ("k", keys), ("v", keys))}
     if masked:
         mask = np.zeros((batch, 1, queries, keys), np.float32)
         mask[..., keys - max(1, keys // 16):] = np.finfo(np.float32).min  # padded keys, as BERT writes them
-        feeds["mask"] = mask
-    run = session(batch, queries, keys, masked).run
-    for _ in range(5):
-        run(None, feeds)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
+        out["mask"] = mask
+    return out
 
 
 def main() -> None:
     print("| batch | queries | masked: keys, ms | unmasked: keys, ms | ratio |")
     print("|---|---|---|---|---|")
     for batch, queries, keys, kept in CASES:
-        masked, flash = median_ms(batch, queries, keys, True), median_ms(batch, queries, kept, False)
+        runs = {}
+        for name, n_keys, masked in (("masked", keys, True), ("flash", kept, False)):
+            run, feed = session(batch, queries, n_keys, masked).run, feeds(batch, queries, n_keys, masked)
+            runs[name] = lambda run=run, feed=feed: run(None, feed)
+        timings = compare_latency(runs, [()], seconds=8)  # the two in interleaved turns
+        masked, flash = timings["masked"].median_ms, timings["flash"].median_ms
         print(f"| {batch} | {queries} | {keys}, {masked:.2f} | {kept}, {flash:.2f} | {masked / flash:.2f}× |")
-
 
 if __name__ == "__main__":
     main()
