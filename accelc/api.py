@@ -13,22 +13,26 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from . import __version__
-from .capture import capture, count_compute_nodes, double_batch
-from .errors import ModelRunError, UserInputError
+from .capture import capture, count_compute_nodes
+from .errors import AccelcFallbackWarning, InputMismatchError, ModelRunError, UserInputError
 from .loader import normalize_inputs
+from .outputs import OutputStructure
 from .pass_base import PassContext
 from .pass_manager import PassManager
 from .pipeline import build_pipeline
 from .registry import discover, resolve
 from .runtime.torch import TorchRuntime, resolve_device, to_device
+from .shapes import (DynamicChoice, Signature, auto_dynamic_shapes, capture_dims, grow, parse_dynamic, placeholder_names,
+                     signature_from_graph, static_signature)
 from .source import exception_location, first_line
-from .verify import Verifier, tolerance_for_precision
+from .verify import Verifier, compare_outputs, run_detached, tolerance_for_precision
 
 log = logging.getLogger(__name__)
 
@@ -48,27 +52,70 @@ _GLOBAL_MODULE_HOOKS = tuple(getattr(torch.nn.modules.module, name, {}) for name
 
 
 class AcceleratedModule(torch.nn.Module):
-    """Callable like the original model; carries ``report`` and can ``save`` itself."""
+    """Callable like the original model; carries ``report`` and can ``save`` itself.
 
-    def __init__(self, runner: torch.nn.Module, report: dict, graph_module=None, example_inputs: tuple = ()):
+    Every call is checked against ``signature`` (the inputs the optimised graph was verified for:
+    count, dtypes, ranks, static sizes, dynamic ranges) before it reaches a backend. A call
+    outside it runs the eager model when there is one (with a one-time warning), or raises
+    :class:`accelc.errors.InputMismatchError` naming the input, what was expected and what came.
+    """
+
+    def __init__(self, runner: torch.nn.Module, report: dict, graph_module=None, example_inputs: tuple = (),
+                 signature: Signature | None = None, outputs: OutputStructure | None = None, eager=None):
         super().__init__()
         self.runner = runner
         self._run_direct = runner.forward  # a plain attribute: no nn.Module __getattr__ on each call
         self.report = report
         self.graph_module = graph_module
         self.example_inputs = example_inputs
+        self.signature = signature if runner is not eager else None
+        self.outputs = outputs
+        self._pack = outputs.packer() if outputs is not None and runner is not eager else None
+        self.__dict__["_eager"] = eager  # not a submodule: its weights are the user's, not part of this module
+        self._warned: set[str] = set()
 
-    def forward(self, *args):
-        return self._run_direct(*args)  # straight to the runtime: no second round of module hooks
+    def forward(self, *args, **kwargs):
+        signature = self.signature
+        if kwargs:
+            return self._outside(args, kwargs, f"keyword arguments {', '.join(kwargs)} given; the model was "
+                                               "captured with positional inputs only")
+        if signature is not None:
+            why = signature.mismatch(args)
+            if why is not None:
+                return self._outside(args, kwargs, why)
+        out = self._run_direct(*args)  # straight to the runtime: no second round of module hooks
+        return out if self._pack is None else self._pack(out)
 
     def __call__(self, *args, **kwargs):
         # nn.Module.__call__ spends ~5 µs per call on hook bookkeeping, a tenth of a small model's
-        # latency on ONNX Runtime. With no hook registered (here or globally) the runtime is
-        # called directly; with any, the normal path runs them.
-        if kwargs or self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or \
+        # latency on ONNX Runtime. With no hook registered (here or globally) forward is called
+        # directly; with any, the normal path runs them.
+        if self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or \
                 self._backward_pre_hooks or any(_GLOBAL_MODULE_HOOKS):
             return super().__call__(*args, **kwargs)
-        return self._run_direct(*args)
+        return self.forward(*args, **kwargs)
+
+    def _outside(self, args: tuple, kwargs: dict, why: str):
+        """A call the optimised graph was not verified for: the eager model answers it, or it is refused."""
+        eager = self.__dict__.get("_eager")
+        if eager is None:
+            raise InputMismatchError(f"accelc: {why}; this artifact serves only the inputs it was verified for "
+                                     f"({self._how_to_widen(why)})")
+        try:
+            out = eager(*args, **kwargs)
+        except Exception as exc:
+            raise InputMismatchError(f"accelc: {why} (the model itself raised {first_line(exc)})") from exc
+        if why not in self._warned:
+            self._warned.add(why)
+            warnings.warn(f"accelc: {why}; running the eager model for such calls (correct, not accelerated). "
+                          f"To accelerate them, {self._how_to_widen(why)}", AccelcFallbackWarning, stacklevel=3)
+        return out
+
+    def _how_to_widen(self, why: str) -> str:
+        if self.signature is not None and self.signature.outside_range(why):
+            symbol = why.split(": ", 1)[1].split(" is outside ")[0].rsplit("; ", 1)[-1].split()[0]
+            return f"capture with a wider range, e.g. accelerate(..., dynamic={{{symbol.split('_')[0]!r}: (1, N)}}) or --dynamic {symbol.split('_')[0]}=1..N"
+        return "capture with example inputs of that kind (dtype, rank, fixed sizes)"
 
     @property
     def captured(self) -> bool:
@@ -98,6 +145,7 @@ def accelerate(
     disable: list[str] | None = None,
     verify: bool = True,
     measure: bool = False,
+    dynamic=None,
     static: bool = False,
     stages: int | None = None,
     devices: list[str] | None = None,
@@ -107,7 +155,13 @@ def accelerate(
     source_file: str | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> AcceleratedModule:
-    """Capture ``model`` on ``inputs``, optimise and verify it, and return a faster equivalent."""
+    """Capture ``model`` on ``inputs``, optimise and verify it, and return a faster equivalent.
+
+    ``dynamic`` says which sizes may vary between calls: None (the default) infers them from the
+    inputs (batch; sequence of token inputs; image height/width) and keeps those the model allows;
+    a dict narrows or pins them, e.g. ``{"seq": (1, 512), "height": False}``; False (or
+    ``static=True``) pins every size to the example's.
+    """
     progress = on_progress or (lambda message: None)
     if not isinstance(model, torch.nn.Module):
         raise UserInputError(f"accelerate() needs a torch.nn.Module, got {type(model).__name__}")
@@ -115,6 +169,11 @@ def accelerate(
         raise UserInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise UserInputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if branches and (stages or devices):
+        raise UserInputError("--branches and --stages/--devices are two ways to split one graph; use one of them")
+    if branches is not None and branches < 1:
+        raise UserInputError(f"--branches needs at least 1 worker thread, got {branches}")
+    choice = parse_dynamic(False if static else dynamic)
     dev = resolve_device(device)
     if precision == "int8" and (backend == "torch" or dev.type != "cpu" or stages or devices or branches):
         raise UserInputError("--precision int8 is ONNX Runtime's dynamic quantisation on the CPU: use it with "
@@ -140,7 +199,7 @@ def accelerate(
         inputs = microbatch_inputs(inputs, microbatches)
     progress("capturing with torch.export")
     start = time.perf_counter()
-    cap = capture(model, inputs, source_file)
+    cap, signature = capture_with_signature(model, inputs, choice, source_file, report)
     report["capture"] = {
         "method": cap.method, "ok": cap.ok, "seconds": round(time.perf_counter() - start, 3),
         "failure": cap.failure, "location": cap.location, "attempts": cap.attempts,
@@ -149,11 +208,15 @@ def accelerate(
         where = f" at {cap.location}" if cap.location else ""
         report["fallback"] = f"could not capture the model{where} ({cap.failure}); running it eagerly"
         log.warning("accelc: %s", report["fallback"])
-        return AcceleratedModule(model, report)
+        return AcceleratedModule(model, report, eager=model)
 
     report["nodes"] = {"before": count_compute_nodes(cap.graph_module)}
+    outputs = cap.graph_module.meta["accelc_outputs"]
     ctx = PassContext(device=dev, precision=graph_precision(precision), example_inputs=inputs)
-    optimised = optimise_captured(model, cap.graph_module, inputs, pass_list, ctx, verify, progress)
+    progress("verifying the captured graph")
+    signature, reference = eager_reference(model, cap.graph_module, inputs, signature, report)
+    report["dynamic"] = signature.as_dict() | {"verified_at": _verified_points(reference, signature)}
+    optimised = optimise_captured(cap.graph_module, reference, pass_list, ctx, verify, progress)
     if optimised.records is not None:
         report["passes"] = [r.as_dict() for r in optimised.records]
         report["refusals"] = [r.__dict__ for r in ctx.refusals]
@@ -162,46 +225,129 @@ def accelerate(
     if optimised.failure:
         report["fallback"] = f"{optimised.failure}; running eagerly"
         log.warning("accelc: %s", report["fallback"])
-        return AcceleratedModule(model, report)
+        return AcceleratedModule(model, report, eager=model)
     gm = optimised.gm
+    checker = reference.with_tolerance(tolerance_for_precision(precision))
 
-    if branches and (stages or devices):
-        raise UserInputError("--branches and --stages/--devices are two ways to split one graph; use one of them")
     if branches:
-        runner = branch_parallel_runtime(model, gm, inputs, branches, precision, report, progress)
+        runner = branch_parallel_runtime(model, gm, branches, checker, report, progress)
     elif stages or devices:
-        runner = partitioned_runtime(model, gm, full_inputs, stages, devices, microbatches, profile, precision, report, progress)
+        runner = partitioned_runtime(model, gm, full_inputs, stages, devices, microbatches, profile, checker, report,
+                                     progress)
     else:
-        def recapture():
-            progress("re-capturing with a symbolic batch for the ONNX export")
-            return dynamic_batch_graph(model, inputs, pass_list, ctx, verify, report)
-
-        runner = select_runtime(model, gm, inputs, backend, dev, precision, static, report, progress, recapture)
-    fast = AcceleratedModule(runner, report, gm, inputs)
+        runner = select_runtime(gm, inputs, backend, dev, precision, signature, checker, report, progress)
+    fast = AcceleratedModule(runner, report, gm, inputs, signature, outputs, eager=model)
     if measure:
         progress("timing eager vs accelc")
         report["latency"] = measure_latency(model, fast, inputs, dev)
     return fast
 
 
-def dynamic_batch_graph(model, inputs, pass_list, ctx: PassContext, verify: bool, report: dict):
-    """The optimised graph once more, from a capture whose batch is symbolic; None (and why in
-    the report) when the model will not capture that way or the result disagrees with eager.
+def capture_with_signature(model, inputs: tuple, choice: DynamicChoice, source_file: str | None, report: dict):
+    """Capture with every candidate size symbolic (``accelc.shapes``); returns the capture and the
+    :class:`Signature` it serves. A model that will not capture that way is captured at the
+    example's shapes, and the report says why."""
+    dims = capture_dims(inputs, choice)
+    if any(dims):
+        cap = capture(model, grow(inputs, dims), source_file, dynamic_shapes=auto_dynamic_shapes(dims))
+        if cap.ok:
+            signature = signature_from_graph(cap.graph_module, inputs, dims, choice)
+            if not _pins_a_grown_size(signature, inputs, dims):
+                return cap, signature
+            why = "the graph pins a size the example has at 1"
+        else:
+            why = cap.failure
+        report["warnings"].append(f"the model did not capture with dynamic sizes ({why}); it is specialised to the "
+                                  "example's shapes, and calls at other shapes run eagerly")
+        log.warning("accelc: %s", report["warnings"][-1])
+    cap = capture(model, inputs, source_file)
+    return cap, (static_signature(placeholder_names(cap.graph_module), inputs) if cap.ok else None)
 
-    A graph captured at batch 1 has the 1 written into every view; ONNX exports of it keep
-    that batch. This one is verified at batch 2 (its capture size) and batch 1.
+
+def _pins_a_grown_size(signature: Signature, inputs: tuple, dims) -> bool:
+    """A candidate grown from 1 to 2 for the capture that the graph kept static serves size 2 only."""
+    return any(isinstance(spec.shape[d], int) and x.shape[d] == 1
+               for spec, x, per in zip(signature.inputs, inputs, dims) for d in per)
+
+
+def eager_reference(model, gm, inputs: tuple, signature: Signature, report: dict) -> tuple[Signature, "Verifier"]:
+    """Eager's outputs on every verification input set, computed once for the whole build.
+
+    Where eager itself cannot run a probe (an image too small for the network), or the captured
+    graph disagrees with eager only where a size is 1 (torch.export assumes sizes of at least 2),
+    the range is narrowed to what can be verified, and the report says so.
     """
-    big = double_batch(inputs)
-    cap = capture(model, big, dynamic_batch=True)
-    if not cap.ok:
-        report["dynamic_batch"] = f"the model did not capture with a symbolic batch ({cap.failure})"
-        return None
-    big_ctx = PassContext(device=ctx.device, precision=ctx.precision, example_inputs=big)
-    optimised = optimise_captured(model, cap.graph_module, big, pass_list, big_ctx, verify, final_inputs=inputs)
-    if optimised.failure:
-        report["dynamic_batch"] = f"symbolic-batch capture: {optimised.failure}"
-        return None
-    return optimised.gm
+    from .verify import verification_inputs
+
+    for _ in range(len(signature.ranges) * 2 + 1):
+        sets = verification_inputs(inputs, count=3, seed=1234, signature=signature, final=True)
+        refs = [_eager_or_error(model, x) for x in sets]
+        narrowed = _narrow_to_verified(sets, refs, gm, inputs, signature)
+        if narrowed is None:
+            break
+        signature, why = narrowed
+        report["warnings"].append(f"dynamic sizes narrowed to {', '.join(map(signature.describe_symbol, signature.ranges))}"
+                                  f" ({why})")
+        log.info("accelc: %s", report["warnings"][-1])
+    kept = [(x, ref) for x, ref in zip(sets, refs) if not isinstance(ref, Exception)]
+    return signature, Verifier([x for x, _ in kept], [ref for _, ref in kept])
+
+
+def _eager_or_error(model, inputs: tuple):
+    try:
+        return run_detached(model, inputs)
+    except Exception as exc:  # eager cannot run this point: _narrow_to_verified drops it
+        return exc
+
+
+def _narrow_to_verified(sets: list, refs: list, gm, inputs: tuple, signature: Signature):
+    """(a narrower signature, why) when some probe cannot be verified, or None when every one can.
+
+    A size below the example's moves the range's start up to the example's (or to 2 when 1 was
+    the problem); a size above it moves the end down to the example's.
+    """
+    example_sizes = _sizes_of(signature, inputs)
+    for x, ref in zip(sets, refs):
+        sizes = _sizes_of(signature, x)
+        if isinstance(ref, Exception):
+            why = f"eager raised {first_line(ref)}"
+        elif any(size == 1 != example_sizes[s] for s, size in sizes.items()):
+            try:
+                if compare_outputs(run_detached(gm, x), ref).ok:
+                    continue
+                why = "the captured graph disagrees with eager there"
+            except Exception as exc:
+                why = f"the captured graph raised {first_line(exc)}"
+        else:
+            continue  # other disagreements are the captured graph's, and optimise_captured reports them
+        narrowed = signature
+        for symbol, size in sizes.items():
+            lo, hi = narrowed.ranges[symbol]
+            if size < example_sizes[symbol]:
+                lo = 2 if size == 1 and "captured graph" in why else example_sizes[symbol]
+            elif size > example_sizes[symbol]:
+                hi = example_sizes[symbol]
+            narrowed = narrowed.with_range(symbol, lo, hi)
+        return narrowed, f"at {', '.join(f'{k}={v}' for k, v in sizes.items())} {why}"
+    return None
+
+
+def _sizes_of(signature: Signature, inputs: tuple) -> dict[str, int]:
+    sizes = {}
+    for spec, x in zip(signature.inputs, inputs):
+        for d, s in enumerate(spec.shape):
+            if isinstance(s, str):
+                sizes.setdefault(s, int(x.shape[d]))
+    return sizes
+
+
+def _verified_points(reference: "Verifier", signature: Signature) -> list[dict]:
+    points = []
+    for x in reference.inputs:
+        point = _sizes_of(signature, x)
+        if point and point not in points:
+            points.append(point)
+    return points
 
 
 @dataclass
@@ -214,33 +360,48 @@ class Optimised:
     failure: str | None  # why the graph cannot be used, or None
 
 
-def optimise_captured(model, gm, inputs, pass_list, ctx: PassContext, verify: bool, progress=lambda message: None,
-                      final_inputs: tuple | None = None) -> Optimised:
+PER_PASS_SETS = 4  # the example, one random variant, and accelc.shapes' two cheap probes
+
+
+def optimise_captured(gm, reference: "Verifier", pass_list, ctx: PassContext, verify: bool,
+                      progress=lambda message: None) -> Optimised:
     """Check a captured graph against eager, run the passes (each verified), and check the result
-    against eager again, on ``final_inputs`` (default ``inputs``) and seeded random inputs."""
-    progress("verifying the captured graph")
-    verifier = Verifier.for_module(model, inputs)
-    comparison, captured_outputs = verifier.check(gm)
+    against eager again on every input set of ``reference`` (eager's outputs at the example, at
+    seeded random inputs and at other points of each dynamic range)."""
+    comparison, captured_outputs = reference.check(gm)
     if not comparison.ok:
         return Optimised(None, None, None, f"the captured graph disagrees with eager ({comparison.message})")
-    verifier.accept(captured_outputs)
-    verifier.tolerance_of = tolerance_for_precision(ctx.precision)
-    gm, records = PassManager(pass_list, verify=verify, on_progress=progress).run(gm, ctx, verifier)
+    per_pass = reference.take(_per_pass_indices(reference), captured_outputs).with_tolerance(
+        tolerance_for_precision(ctx.precision))
+    gm, records = PassManager(pass_list, verify=verify, on_progress=progress).run(gm, ctx, per_pass)
     progress("checking the optimised graph against eager")
-    final = _final_check(model, gm, final_inputs if final_inputs is not None else inputs, ctx.precision)
+    final_check = reference.with_tolerance(tolerance_for_precision(ctx.precision))
+    comparison, _ = final_check.check(gm)
+    final = comparison.as_dict()
+    final["inputs_checked"] = len(final_check.inputs)
+    final["tolerance"] = "dtype-aware: fp32 rtol 1e-3 atol 1e-4·max(1,|ref|); see accelc.verify"
     if not final["ok"]:
         return Optimised(gm, records, final, f"optimised graph disagrees with eager ({final['message']})")
     return Optimised(gm, records, final, None)
 
 
-def select_runtime(model, gm, inputs, backend: str, device, precision: str, static: bool, report: dict, progress,
-                   recapture=None):
+def _per_pass_indices(reference: "Verifier") -> list[int]:
+    """The sets each pass is checked on: the example, one random variant, and up to two probes of
+    other shapes no larger than three times the example (the final check covers the rest)."""
+    size = lambda x: sum(t.numel() for t in x)  # noqa: E731
+    budget = max(size(reference.inputs[0]), 16) * 3
+    probes = [i for i in range(4, len(reference.inputs)) if size(reference.inputs[i]) <= budget]
+    return [0, 1][: len(reference.inputs)] + probes[:2]
+
+
+def select_runtime(gm, inputs, backend: str, device, precision: str, signature: Signature, checker: "Verifier",
+                   report: dict, progress):
     """The runtime for the optimised graph: PyTorch, ONNX Runtime, or (``auto``) whichever measures faster.
 
-    ONNX Runtime must match eager on the verification inputs to be used at all; when it cannot be
-    built or disagrees, the PyTorch runtime is used and the report says why.
+    ONNX Runtime must match eager on every verification input set to be used at all; when it
+    cannot be built or disagrees, the PyTorch runtime is used and the report says why.
     """
-    torch_runtime = TorchRuntime(gm, device, inputs)
+    torch_runtime = TorchRuntime(gm, device, inputs, signature)
     report["runtime_lowering"] = [r.as_dict() for r in torch_runtime.lowering_records]
     report["backend"] = "torch"
     if backend == "torch":
@@ -252,9 +413,10 @@ def select_runtime(model, gm, inputs, backend: str, device, precision: str, stat
         from .runtime.onnxruntime import build_onnx_runtime
 
         ort_runtime, section = build_onnx_runtime(gm, inputs, device, precision, tempfile.mkdtemp(prefix="accelc-onnx-"),
-                                                  static=static, dynamic_graph=recapture)
+                                                  dynamic_shapes=signature.dynamic_shapes(),
+                                                  probe_inputs=checker.inputs[4:])
         report["onnx"] = section
-        comparison, _ = _checker(model, inputs, precision).check(ort_runtime)
+        comparison, _ = checker.check(ort_runtime)
     except Exception as exc:  # export or session failure: keep the PyTorch runtime, say why
         log.debug("ONNX Runtime backend failed", exc_info=True)
         report["backend_fallback"] = f"ONNX Runtime unavailable ({first_line(exc)}); using the PyTorch runtime"
@@ -278,13 +440,13 @@ def select_runtime(model, gm, inputs, backend: str, device, precision: str, stat
     return ort_runtime
 
 
-def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, profile: bool, precision: str,
+def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, profile: bool, checker: "Verifier",
                         report: dict, progress):
     """Cut the graph into stages (model parallel; pipelined over micro-batches when ``microbatches`` > 1).
 
-    The executor must match eager like any runtime; when it does not, the model runs eagerly and
-    the report says why. Bad settings (more stages than nodes, a device list
-    that does not match) are the user's error.
+    The executor must match eager like any runtime (on the verification sets and on the whole
+    example batch); when it does not, the model runs eagerly and the report says why. Bad
+    settings (more stages than nodes, a device list that does not match) are the user's error.
     """
     from .partition.partitioner import make_plan
     from .runtime.pipeline import build_executor
@@ -295,11 +457,13 @@ def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, p
     report["plan"] = json.loads(plan.to_json())
     report["partition"] = {"stages": plan.num_stages, "devices": plan.devices, "microbatches": microbatches,
                            "profiled": plan.profiled, "balance": round(plan.balance(), 3)}
-    return _verified_executor(model, inputs, precision, report, "partitioned",
+    whole_batch = Verifier([inputs], [run_detached(model, inputs)])
+    whole_batch.tolerance_of = checker.tolerance_of
+    return _verified_executor(model, [checker, whole_batch], report, "partitioned",
                               lambda: build_executor(gm, plan, microbatches=microbatches))
 
 
-def branch_parallel_runtime(model, gm, inputs, workers: int, precision: str, report: dict, progress):
+def branch_parallel_runtime(model, gm, workers: int, checker: "Verifier", report: dict, progress):
     """Run independent heavy branches of the graph concurrently on ``workers`` threads.
 
     Verified like any runtime; when it fails or disagrees, the model runs eagerly and the report
@@ -307,8 +471,6 @@ def branch_parallel_runtime(model, gm, inputs, workers: int, precision: str, rep
     """
     from .runtime.branches import build_branch_executor
 
-    if workers < 1:
-        raise UserInputError(f"--branches needs at least 1 worker thread, got {workers}")
     progress(f"grouping independent branches for {workers} worker threads")
     report["backend"] = "torch"
 
@@ -318,15 +480,19 @@ def branch_parallel_runtime(model, gm, inputs, workers: int, precision: str, rep
                               "groups": len(executor.groups), "heavy_groups": executor.heavy_groups}
         return executor
 
-    return _verified_executor(model, inputs, precision, report, "branch-parallel", build)
+    return _verified_executor(model, [checker], report, "branch-parallel", build)
 
 
-def _verified_executor(model, inputs, precision: str, report: dict, kind: str, build):
-    """``build()``'s executor if it runs and matches eager; else the eager model, with the reason
-    in ``report["backend_fallback"]``. A run's timeline, when the executor keeps one, goes in the report."""
+def _verified_executor(model, checkers: list["Verifier"], report: dict, kind: str, build):
+    """``build()``'s executor if it runs and matches eager on every checker's inputs; else the
+    eager model, with the reason in ``report["backend_fallback"]``. A run's timeline, when the
+    executor keeps one, goes in the report."""
     try:
         executor = build()
-        comparison, _ = _checker(model, inputs, precision).check(executor)
+        for checker in checkers:
+            comparison, _ = checker.check(executor)
+            if not comparison.ok:
+                break
     except Exception as exc:
         log.debug("%s execution failed", kind, exc_info=True)
         report["backend_fallback"] = f"{kind} execution failed ({first_line(exc)}); running eagerly"
@@ -358,12 +524,6 @@ def timeline_as_dict(timeline) -> dict:
     return asdict(timeline)
 
 
-def _checker(model, inputs, precision: str) -> Verifier:
-    verifier = Verifier.for_module(model, inputs, count=3, seed=1234)
-    verifier.tolerance_of = tolerance_for_precision(precision)
-    return verifier
-
-
 def run_eagerly(model: torch.nn.Module, inputs: tuple, source_file: str | None = None):
     """Run the model on its own inputs; a model that raises is the user's error, shown at their line."""
     try:
@@ -373,16 +533,6 @@ def run_eagerly(model: torch.nn.Module, inputs: tuple, source_file: str | None =
         where = exception_location(exc, prefer=source_file)
         at = f" at {where}" if where else ""
         raise ModelRunError(f"the model raised {first_line(exc)}{at} when run on its own example inputs; fix the model or its inputs") from exc
-
-
-def _final_check(model, gm, inputs, precision: str) -> dict:
-    """Compare the optimised graph with eager on the example and on seeded random inputs."""
-    verifier = _checker(model, inputs, precision)
-    comparison, _ = verifier.check(gm)
-    result = comparison.as_dict()
-    result["inputs_checked"] = len(verifier.inputs)
-    result["tolerance"] = "dtype-aware: fp32 rtol 1e-3 atol 1e-4·max(1,|ref|); see accelc.verify"
-    return result
 
 
 def measure_latency(model, fast, inputs, device, seconds: float = 2.0) -> dict:

@@ -78,7 +78,7 @@ def save_artifact(fast, path: str, force: bool = False) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.export.export(fast.graph_module, tuple(fast.example_inputs), strict=False)
+            program = export_program(fast.graph_module, tuple(fast.example_inputs), fast.signature)
             torch.export.save(program, os.path.join(staging, MODEL_FILE))
         if report_plan := fast.report.get("plan"):
             _write_json(os.path.join(staging, PLAN_FILE), report_plan)
@@ -91,6 +91,10 @@ def save_artifact(fast, path: str, force: bool = False) -> str:
         report = dict(fast.report)
         report["fingerprint"] = fingerprint(report.get("device", "cpu"))
         report["inputs"] = [{"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")} for x in fast.example_inputs]
+        if fast.signature is not None:
+            report["signature"] = fast.signature.as_dict()
+        if fast.outputs is not None:
+            report["outputs"] = fast.outputs.as_dict()
         _write_json(os.path.join(staging, REPORT_FILE), report)
         _write_json(os.path.join(staging, FINGERPRINT_FILE), report["fingerprint"])
         with open(os.path.join(staging, HTML_FILE), "w", encoding="utf-8") as f:
@@ -100,6 +104,16 @@ def save_artifact(fast, path: str, force: bool = False) -> str:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def export_program(gm, example: tuple, signature) -> torch.export.ExportedProgram:
+    """The optimised graph as an ExportedProgram with the signature's sizes dynamic (named ``Dim``s,
+    with their ranges), so plain ``torch.export.load(...).module()`` accepts every verified shape.
+    Its outputs are a flat tuple of tensors: no model class is needed to load it."""
+    if signature is None or signature.is_static:
+        return torch.export.export(gm, example, strict=False)
+    return torch.export.export(gm, signature.export_inputs(example), dynamic_shapes=signature.dynamic_shapes(),
+                               strict=False)
 
 
 def _move_into_place(staging: str, target: str) -> None:
@@ -164,6 +178,8 @@ def load_artifact(path: str, device: str | None = None):
     """Load an artifact folder into an AcceleratedModule."""
     from .api import AcceleratedModule
     from .capture import graph_module_from_program
+    from .outputs import OutputStructure
+    from .shapes import Signature
     from .runtime.torch import TorchRuntime, resolve_device
 
     if not os.path.isdir(path):
@@ -187,6 +203,8 @@ def load_artifact(path: str, device: str | None = None):
     gm = graph_module_from_program(program).to(dev)
     example = program.example_inputs[0] if program.example_inputs else ()
     example = tuple(x.to(dev) for x in example) or inputs_from_report(report, dev)
+    signature = Signature.from_dict(report["signature"]) if report.get("signature") else None
+    outputs = OutputStructure.from_dict(report["outputs"]) if report.get("outputs") else gm.meta["accelc_outputs"]
     if os.path.isfile(os.path.join(path, PLAN_FILE)):
         runner = _load_partitioned(path, gm, report)
     elif report.get("branches") and not report.get("backend_fallback"):
@@ -198,8 +216,8 @@ def load_artifact(path: str, device: str | None = None):
 
         runner = load_onnx_runtime(path, dev)
     else:
-        runner = TorchRuntime(gm, dev, example)
-    return AcceleratedModule(runner, report, gm, example)
+        runner = TorchRuntime(gm, dev, example, signature)
+    return AcceleratedModule(runner, report, gm, example, signature, outputs)
 
 
 def _load_partitioned(path: str, gm, report: dict):

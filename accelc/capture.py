@@ -35,27 +35,23 @@ class Capture:
         return self.graph_module is not None
 
 
-def batch_dynamic_shapes(inputs: tuple):
-    """``Dim.AUTO`` on dim 0 of every tensor input: dynamic unless the graph pins it."""
+def batch_dynamic_shapes(inputs: tuple):  # TODO(transition): used by accelc.onnx.export until it takes a Signature
     auto = torch.export.Dim.AUTO
     return tuple({0: auto} if isinstance(x, torch.Tensor) and x.dim() > 0 else None for x in inputs)
 
 
-def double_batch(inputs: tuple) -> tuple:
-    """A batch of 2 where the example has 1: torch.export specialises a size-1 dimension (the
-    0/1 rule), so a batch-1 example would pin the batch; the copies are identical."""
+def double_batch(inputs: tuple) -> tuple:  # TODO(transition): see batch_dynamic_shapes
     return tuple(torch.cat([x, x]) if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == 1 else x
                  for x in inputs)
 
 
-def capture(model: torch.nn.Module, inputs: tuple, source_file: str | None = None,
-            dynamic_batch: bool = False) -> Capture:
+def capture(model: torch.nn.Module, inputs: tuple, source_file: str | None = None, dynamic_shapes=None) -> Capture:
     """Export ``model`` on ``inputs``; never raises for an unexportable model.
 
-    ``dynamic_batch`` makes dim 0 of every tensor input symbolic (pass inputs through
-    :func:`double_batch` first), so view and reshape sizes follow the batch instead of pinning it.
+    ``dynamic_shapes`` is torch.export's spec (``accelc.shapes.auto_dynamic_shapes``): the sizes
+    it marks follow the input in every view and reshape instead of being pinned to the example.
     """
-    dynamic = batch_dynamic_shapes(inputs) if dynamic_batch else None
+    dynamic = dynamic_shapes
     attempts: list[str] = []
     first_exc: BaseException | None = None
     for strict in (False, True):
@@ -77,9 +73,14 @@ def capture(model: torch.nn.Module, inputs: tuple, source_file: str | None = Non
 def graph_module_from_program(program: torch.export.ExportedProgram) -> torch.fx.GraphModule:
     """Unlift an ExportedProgram into a GraphModule whose weights are ``get_attr`` constants.
 
-    The input-shape guard that ``ExportedProgram.module()`` inserts is dropped: verification and
-    the runtimes check shapes themselves, and passes should not have to step around it.
+    The input-shape guard that ``ExportedProgram.module()`` inserts is dropped: the accelerated
+    module checks every call against its :class:`accelc.shapes.Signature`, and passes should not
+    have to step around it. The graph returns its outputs as a flat tuple; their structure (a
+    ``ModelOutput``, a dict...) is kept as data in ``gm.meta["accelc_outputs"]``, and the ranges
+    torch.export derived for each size symbol in ``gm.meta["accelc_ranges"]``.
     """
+    from .outputs import flatten_graph_outputs
+
     gm = program.module()
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and node.target.startswith("_guards"):
@@ -88,7 +89,19 @@ def graph_module_from_program(program: torch.export.ExportedProgram) -> torch.fx
                 delattr(gm, node.target)
     gm.graph.lint()
     gm.recompile()
+    gm.meta["accelc_outputs"] = flatten_graph_outputs(gm)
+    gm.meta["accelc_ranges"] = {str(symbol): (_bound(r.lower), _bound(r.upper))
+                                for symbol, r in program.range_constraints.items()}
     return gm
+
+
+def _bound(value) -> int | None:
+    """A range end as an int, or None for torch's unbounded ``int_oo``."""
+    try:
+        number = int(value)
+    except Exception:  # int_oo and sympy's infinities do not convert
+        return None
+    return number if abs(number) < 2**62 else None
 
 
 def count_compute_nodes(gm: torch.fx.GraphModule) -> int:

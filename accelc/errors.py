@@ -38,3 +38,11 @@ class ArtifactError(AccelcError):
     """An artifact folder is missing, incomplete, corrupt or would overwrite something."""
 
     exit_code = 2
+
+
+class InputMismatchError(UserInputError, TypeError):
+    """A call of an accelerated module with inputs outside the signature it was verified for."""
+
+
+class AccelcFallbackWarning(UserWarning):
+    """accelc answered a call with a slower, correct path (the eager model), and says why."""

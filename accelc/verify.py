@@ -130,9 +130,17 @@ def random_inputs_like(example: tuple, seed: int) -> tuple:
     return tuple(out)
 
 
-def verification_inputs(example: tuple, count: int = 2, seed: int = 0) -> list[tuple]:
-    """The example itself plus ``count`` seeded random variants of it."""
-    return [tuple(example)] + [random_inputs_like(example, seed + i) for i in range(count)]
+def verification_inputs(example: tuple, count: int = 2, seed: int = 0, signature=None, final: bool = False) -> list[tuple]:
+    """The example itself plus ``count`` seeded random variants of it, plus, for a ``signature``
+    with dynamic sizes, seeded inputs at other points of every range (``accelc.shapes.probe_points``:
+    the per-pass set, or with ``final`` the full one)."""
+    sets = [tuple(example)] + [random_inputs_like(example, seed + i) for i in range(count)]
+    if signature is not None and not signature.is_static:
+        from .shapes import inputs_at, probe_points
+
+        sets += [inputs_at(signature, example, point, seed + 100 + i)
+                 for i, point in enumerate(probe_points(signature, example, final))]
+    return sets
 
 
 class Verifier:
@@ -144,9 +152,22 @@ class Verifier:
         self.tolerance_of = tolerance  # replaced when lowering precision on purpose
 
     @classmethod
-    def for_module(cls, module, example: tuple, count: int = 2, seed: int = 0) -> "Verifier":
-        inputs = verification_inputs(example, count, seed)
+    def for_module(cls, module, example: tuple, count: int = 2, seed: int = 0, signature=None,
+                   final: bool = False) -> "Verifier":
+        inputs = verification_inputs(example, count, seed, signature, final)
         return cls(inputs, [run_detached(module, x) for x in inputs])
+
+    def take(self, indices: list[int], reference_outputs: list | None = None) -> "Verifier":
+        """A verifier on some of these input sets, with their references (or ``reference_outputs``)."""
+        refs = reference_outputs if reference_outputs is not None else self.reference_outputs
+        verifier = Verifier([self.inputs[i] for i in indices], [refs[i] for i in indices])
+        verifier.tolerance_of = self.tolerance_of
+        return verifier
+
+    def with_tolerance(self, tolerance_of) -> "Verifier":
+        verifier = Verifier(self.inputs, self.reference_outputs)
+        verifier.tolerance_of = tolerance_of
+        return verifier
 
     def check(self, module) -> tuple[Comparison, list]:
         """Run ``module`` on the fixed inputs; return the worst comparison and its outputs."""

@@ -25,20 +25,23 @@ def to_device(inputs: tuple, device: torch.device) -> tuple:
     return tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
 
 
-def lower_for_device(graph_module: torch.fx.GraphModule, device: torch.device, example_inputs: tuple):
+def lower_for_device(graph_module: torch.fx.GraphModule, device: torch.device, example_inputs: tuple, signature=None):
     """Apply the device's runtime lowerings (``accelc.pipeline.RUNTIME_PIPELINES``), each verified
-    against the graph before it like any pass; returns the lowered graph and the pass records."""
+    against the graph before it like any pass (at the example and, given the ``signature`` of a
+    dynamic graph, at other points of its ranges); returns the lowered graph and the pass records."""
     from ..pass_base import PassContext
     from ..pass_manager import PassManager
     from ..pipeline import RUNTIME_PIPELINES
     from ..registry import discover, resolve
+    from ..verify import Verifier
 
     registry = discover()
     names = [n for n in RUNTIME_PIPELINES.get(device.type, []) if n in registry]  # absent plugin: skip
     if not names or not example_inputs:
         return graph_module, []
     ctx = PassContext(device=device, example_inputs=tuple(example_inputs))
-    return PassManager(resolve(names, registry), verify=True).run(graph_module, ctx)
+    verifier = Verifier.for_module(graph_module, tuple(example_inputs), signature=signature)
+    return PassManager(resolve(names, registry), verify=True).run(graph_module, ctx, verifier)
 
 
 def flat_callable(gm: torch.fx.GraphModule):
@@ -80,6 +83,8 @@ def flat_callable(gm: torch.fx.GraphModule):
     out_spec = info.out_spec if info is not None else None
     if out_spec is not None and out_spec.is_leaf():
         return lambda *args: forward(weights, *args)[0]
+    if out_spec is not None and out_spec.type is tuple and all(c.is_leaf() for c in out_spec.children_specs):
+        return lambda *args: tuple(forward(weights, *args))  # captured graphs return flat tuples
     if out_spec is not None:
         return lambda *args: pytree.tree_unflatten(forward(weights, *args), out_spec)
     return lambda *args: forward(weights, *args)
@@ -99,12 +104,13 @@ class TorchRuntime(torch.nn.Module):
     ``graph_module`` stays the portable graph, ``lowered`` is what runs.
     """
 
-    def __init__(self, graph_module: torch.fx.GraphModule, device: torch.device, example_inputs: tuple = ()):
+    def __init__(self, graph_module: torch.fx.GraphModule, device: torch.device, example_inputs: tuple = (),
+                 signature=None):
         super().__init__()
         self.graph_module = graph_module
         self.device = device
         self._on_cpu = device.type == "cpu"
-        self.lowered, self.lowering_records = lower_for_device(graph_module, device, example_inputs)
+        self.lowered, self.lowering_records = lower_for_device(graph_module, device, example_inputs, signature)
         self._call = self._checked_flat_callable(example_inputs) or self.lowered
 
     def _apply(self, fn, *args, **kwargs):
