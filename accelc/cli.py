@@ -53,7 +53,10 @@ def _split(value: str | None) -> list[str] | None:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
                    help="auto picks whichever of PyTorch and ONNX Runtime measures faster (default: auto)")
-    p.add_argument("--static", action="store_true", help="pin every input shape in the ONNX export (no dynamic batch)")
+    p.add_argument("--static", action="store_true", help="pin every input size to the example's (no dynamic sizes)")
+    p.add_argument("--dynamic", default=None, metavar="SPEC",
+                   help="which sizes may vary, e.g. batch=1..64,seq=1..512,height=static (default: inferred: batch, "
+                        "sequence of token inputs, image height/width where the model allows)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
                    help="fp16/bf16 lower the graph; int8 quantises MatMul weights in ONNX Runtime (CPU)")
@@ -111,7 +114,7 @@ def _accelerate_from_file(args, progress: Progress, measure: bool):
     return accelerate(
         loaded.module, loaded.inputs, backend=args.backend, device=args.device, precision=args.precision,
         passes=_split(args.passes), disable=_split(args.disable), verify=not args.no_verify,
-        measure=measure, static=args.static, stages=args.stages, devices=_split(args.devices),
+        measure=measure, dynamic=args.dynamic, static=args.static, stages=args.stages, devices=_split(args.devices),
         microbatches=args.microbatches, profile=args.profile, branches=args.branches, source_file=loaded.path, on_progress=progress,
     )
 
@@ -223,6 +226,7 @@ def summary_table(report: dict) -> str:
     bad = [f"{r['name']}: {r['status']} ({r['reason']})" for r in report.get("passes", []) if r["status"] in ("rolled back", "failed")]
     if bad:
         rows.append(("rolled back", "; ".join(bad)))
+    rows.append(("shapes", describe_shapes(report.get("dynamic"))))
     nodes = report.get("nodes") or {}
     rows.append(("nodes", f"{nodes.get('before')} -> {nodes.get('after')}"))
     ver = report.get("verification") or {}
@@ -238,6 +242,15 @@ def summary_table(report: dict) -> str:
         rows.append(("warning", warning))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def describe_shapes(dynamic: dict | None) -> str:
+    """``input_ids (batch, seq), ...; batch 1.., seq 1..512`` for the summary."""
+    if not dynamic:
+        return "not captured"
+    inputs = ", ".join(f"{i['name']} ({', '.join(map(str, i['shape']))})" for i in dynamic["inputs"])
+    ranges = ", ".join(f"{s} {lo}..{'' if hi is None else hi}" for s, (lo, hi) in dynamic["dynamic"].items())
+    return f"{inputs}; " + (f"dynamic {ranges}" if ranges else "static")
 
 
 def _leaves(out):

@@ -68,7 +68,8 @@ def accelc_backend(gm: torch.fx.GraphModule, example_inputs: list, **kwargs):
         real_inputs = tuple(example_inputs[i] for i in real)
         device = real_inputs[0].device if real_inputs else torch.device("cpu")
         with torch.no_grad():
-            fast = accelerate(frozen, real_inputs, backend="torch", device=device)
+            # Dynamo guards the shapes of this graph itself (and recompiles for others): capture static.
+            fast = accelerate(frozen, real_inputs, backend="torch", device=device, dynamic=False)
     except Exception as exc:  # never break the user's torch.compile: fall back to the eager graph
         log.warning("accelc backend: falling back to the unmodified graph: %s: %s", type(exc).__name__, exc)
         return gm.forward
