@@ -29,8 +29,8 @@ from .pass_manager import PassManager
 from .pipeline import build_pipeline
 from .registry import discover, resolve
 from .runtime.torch import TorchRuntime, resolve_device, to_device
-from .shapes import (DynamicChoice, Signature, auto_dynamic_shapes, capture_dims, grow, parse_dynamic, placeholder_names,
-                     signature_from_graph, static_signature)
+from .shapes import (DynamicChoice, Signature, auto_dynamic_shapes, capture_dims, grow, inputs_at, parse_dynamic,
+                     placeholder_names, signature_from_graph, static_signature)
 from .source import exception_location, first_line
 from .verify import Verifier, compare_outputs, run_detached, tolerance_for_precision
 
@@ -215,7 +215,8 @@ def accelerate(
     ctx = PassContext(device=dev, precision=graph_precision(precision), example_inputs=inputs)
     progress("verifying the captured graph")
     signature, reference = eager_reference(model, cap.graph_module, inputs, signature, report)
-    report["dynamic"] = signature.as_dict() | {"verified_at": _verified_points(reference, signature)}
+    report["dynamic"] = signature.as_dict() | {"verified_at": _verified_points(reference, signature),
+                                               "narrowed": report.pop("dynamic_narrowed")}
     optimised = optimise_captured(cap.graph_module, reference, pass_list, ctx, verify, progress)
     if optimised.records is not None:
         report["passes"] = [r.as_dict() for r in optimised.records]
@@ -279,16 +280,16 @@ def eager_reference(model, gm, inputs: tuple, signature: Signature, report: dict
     """
     from .verify import verification_inputs
 
+    notes = report.setdefault("dynamic_narrowed", [])
     for _ in range(len(signature.ranges) * 2 + 1):
         sets = verification_inputs(inputs, count=3, seed=1234, signature=signature, final=True)
         refs = [_eager_or_error(model, x) for x in sets]
-        narrowed = _narrow_to_verified(sets, refs, gm, inputs, signature)
+        narrowed = _narrow_to_verified(sets, refs, model, gm, inputs, signature)
         if narrowed is None:
             break
         signature, why = narrowed
-        report["warnings"].append(f"dynamic sizes narrowed to {', '.join(map(signature.describe_symbol, signature.ranges))}"
-                                  f" ({why})")
-        log.info("accelc: %s", report["warnings"][-1])
+        notes.append(why)
+        log.info("accelc: dynamic sizes narrowed: %s", why)
     kept = [(x, ref) for x, ref in zip(sets, refs) if not isinstance(ref, Exception)]
     return signature, Verifier([x for x, _ in kept], [ref for _, ref in kept])
 
@@ -300,36 +301,51 @@ def _eager_or_error(model, inputs: tuple):
         return exc
 
 
-def _narrow_to_verified(sets: list, refs: list, gm, inputs: tuple, signature: Signature):
+def _narrow_to_verified(sets: list, refs: list, model, gm, inputs: tuple, signature: Signature):
     """(a narrower signature, why) when some probe cannot be verified, or None when every one can.
 
-    A size below the example's moves the range's start up to the example's (or to 2 when 1 was
-    the problem); a size above it moves the end down to the example's.
+    A probe that fails moves several sizes at once; each is tried alone (the others as in the
+    example) to find the ones to blame. A blamed size below the example's moves the range's start
+    up to the example's (or to 2 when only size 1 fails in the captured graph); one above it moves
+    the end down to the example's.
     """
     example_sizes = _sizes_of(signature, inputs)
     for x, ref in zip(sets, refs):
+        why = _unverifiable(x, ref, gm, signature, example_sizes)
+        if why is None:
+            continue
         sizes = _sizes_of(signature, x)
-        if isinstance(ref, Exception):
-            why = f"eager raised {first_line(ref)}"
-        elif any(size == 1 != example_sizes[s] for s, size in sizes.items()):
-            try:
-                if compare_outputs(run_detached(gm, x), ref).ok:
-                    continue
-                why = "the captured graph disagrees with eager there"
-            except Exception as exc:
-                why = f"the captured graph raised {first_line(exc)}"
-        else:
-            continue  # other disagreements are the captured graph's, and optimise_captured reports them
+        moved = {s: v for s, v in sizes.items() if v != example_sizes[s]}
+        blamed = {}
+        for symbol, size in moved.items():
+            alone = inputs_at(signature, inputs, example_sizes | {symbol: size}, seed=4321)
+            if _unverifiable(alone, _eager_or_error(model, alone), gm, signature, example_sizes):
+                blamed[symbol] = size
         narrowed = signature
-        for symbol, size in sizes.items():
+        for symbol, size in (blamed or moved).items():
             lo, hi = narrowed.ranges[symbol]
             if size < example_sizes[symbol]:
                 lo = 2 if size == 1 and "captured graph" in why else example_sizes[symbol]
-            elif size > example_sizes[symbol]:
+            else:
                 hi = example_sizes[symbol]
             narrowed = narrowed.with_range(symbol, lo, hi)
         return narrowed, f"at {', '.join(f'{k}={v}' for k, v in sizes.items())} {why}"
     return None
+
+
+def _unverifiable(x: tuple, ref, gm, signature: Signature, example_sizes: dict) -> str | None:
+    """Why inputs ``x`` cannot serve as a verification point (eager raises there, or the captured
+    graph is wrong only where a size is 1), or None."""
+    if isinstance(ref, Exception):
+        return f"eager raised {first_line(ref)}"
+    if not any(size == 1 != example_sizes[s] for s, size in _sizes_of(signature, x).items()):
+        return None  # other disagreements are the captured graph's own: optimise_captured reports them
+    try:
+        if compare_outputs(run_detached(gm, x), ref).ok:
+            return None
+        return "the captured graph disagrees with eager there"
+    except Exception as exc:
+        return f"the captured graph raised {first_line(exc)}"
 
 
 def _sizes_of(signature: Signature, inputs: tuple) -> dict[str, int]:

@@ -259,9 +259,14 @@ class Signature:
         return cls(inputs, {symbol: (lo, hi) for symbol, (lo, hi) in data.get("dynamic", {}).items()})
 
     def with_range(self, symbol: str, lo: int, hi) -> "Signature":
+        """The same signature with ``symbol`` in lo..hi; a range of one size becomes a static size."""
         ranges = dict(self.ranges)
-        ranges[symbol] = (lo, hi)
-        return Signature(self.inputs, ranges)
+        if lo != hi:
+            ranges[symbol] = (lo, hi)
+            return Signature(self.inputs, ranges)
+        del ranges[symbol]
+        inputs = [InputSpec(s.name, s.dtype, tuple(lo if d == symbol else d for d in s.shape), s.value) for s in self.inputs]
+        return Signature(inputs, ranges)
 
 
 def static_signature(names: list[str], inputs: tuple) -> Signature:
