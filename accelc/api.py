@@ -83,8 +83,20 @@ class AcceleratedModule(torch.nn.Module):
             why = signature.mismatch(args)
             if why is not None:
                 return self._outside(args, kwargs, why)
-        out = self._run_direct(*args)  # straight to the runtime: no second round of module hooks
+        try:
+            out = self._run_direct(*args)  # straight to the runtime: no second round of module hooks
+        except Exception as exc:
+            if self._pack is None and self.signature is None:
+                raise  # the eager model itself (nothing was accelerated): its own error
+            return self._backend_raised(args, exc)
         return out if self._pack is None else self._pack(out)
+
+    def _backend_raised(self, args: tuple, exc: Exception):
+        """The optimised model raised on a call inside its signature (a token id past the position
+        table, say): the eager model decides whether that is the input's fault or accelc's."""
+        shapes = ", ".join(str(tuple(x.shape)) if isinstance(x, torch.Tensor) else repr(x) for x in args)
+        why = f"the optimised model raised {first_line(exc)} on inputs of shape {shapes}"
+        return self._outside(args, {}, why, cause=exc)
 
     def __call__(self, *args, **kwargs):
         # nn.Module.__call__ spends ~5 µs per call on hook bookkeeping, a tenth of a small model's
@@ -95,26 +107,32 @@ class AcceleratedModule(torch.nn.Module):
             return super().__call__(*args, **kwargs)
         return self.forward(*args, **kwargs)
 
-    def _outside(self, args: tuple, kwargs: dict, why: str):
-        """A call the optimised graph was not verified for: the eager model answers it, or it is refused."""
+    def _outside(self, args: tuple, kwargs: dict, why: str, cause: Exception | None = None):
+        """A call the optimised graph was not verified for (or raised on): the eager model answers
+        it, or it is refused."""
         eager = self.__dict__.get("_eager")
         if eager is None:
+            hint = "check the inputs" if cause is not None else self._how_to_widen(why)
             raise InputMismatchError(f"accelc: {why}; this artifact serves only the inputs it was verified for "
-                                     f"({self._how_to_widen(why)})")
+                                     f"({hint})") from cause
         try:
             out = eager(*args, **kwargs)
         except Exception as exc:
             raise InputMismatchError(f"accelc: {why} (the model itself raised {first_line(exc)})") from exc
         if why not in self._warned:
             self._warned.add(why)
-            warnings.warn(f"accelc: {why}; running the eager model for such calls (correct, not accelerated). "
-                          f"To accelerate them, {self._how_to_widen(why)}", AccelcFallbackWarning, stacklevel=3)
+            advice = "this is accelc's fault: please report it" if cause is not None else \
+                f"To accelerate them, {self._how_to_widen(why)}"
+            warnings.warn(f"accelc: {why}; running the eager model for such calls (correct, not accelerated). {advice}",
+                          AccelcFallbackWarning, stacklevel=3)
         return out
 
-    def _how_to_widen(self, why: str) -> str:
-        if self.signature is not None and self.signature.outside_range(why):
-            symbol = why.split(": ", 1)[1].split(" is outside ")[0].rsplit("; ", 1)[-1].split()[0]
-            return f"capture with a wider range, e.g. accelerate(..., dynamic={{{symbol.split('_')[0]!r}: (1, N)}}) or --dynamic {symbol.split('_')[0]}=1..N"
+    @staticmethod
+    def _how_to_widen(why: str) -> str:
+        symbol = getattr(why, "out_of_range", None)
+        if symbol:
+            axis = symbol.split("_")[0]
+            return f"capture with a wider range: accelerate(..., dynamic={{{axis!r}: (1, N)}}) or --dynamic {axis}=1..N"
         return "capture with example inputs of that kind (dtype, rank, fixed sizes)"
 
     @property

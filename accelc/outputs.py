@@ -2,6 +2,7 @@
 
     model(x) -> BaseModelOutput(last_hidden_state=t0, pooler_output=t1)
     graph    -> (t0, t1)                                   a flat tuple: model.pt2 loads anywhere
+                                                           (a tensor or a tuple of tensors stays as it is)
     OutputStructure.pack((t0, t1)) -> BaseModelOutput(...) the class when it can be imported,
                                       else {"last_hidden_state": t0, "pooler_output": t1}
 
@@ -49,7 +50,7 @@ class OutputStructure:
         """A function from the flat tuple of leaves to the model's own output structure."""
         tree = self.tree
         if tree["kind"] == "leaf":
-            return lambda flat: flat[0]
+            return lambda flat: flat  # a single tensor: the graph returns it as it is
         if self.is_flat_tuple:
             return lambda flat: flat if type(flat) is tuple else tuple(flat)
         builder = _builder(tree, iter(range(_count(tree))))
@@ -122,7 +123,8 @@ def _builder(tree: dict, positions):
 
 
 def flatten_graph_outputs(gm: torch.fx.GraphModule) -> OutputStructure:
-    """Make ``gm`` return its output leaves as a flat tuple; return the structure it had.
+    """Make ``gm`` return its output leaves as a flat tuple; return the structure it had. A graph
+    that returns one tensor, or a tuple of tensors, is left as it is.
 
     The graph's output node already holds the leaves in order; only the codegen's output spec
     (which rebuilds the container after the graph ran) changes.
@@ -131,6 +133,8 @@ def flatten_graph_outputs(gm: torch.fx.GraphModule) -> OutputStructure:
     if info is None or info.out_spec is None:
         return OutputStructure.from_spec(None) if info is not None else OutputStructure({"kind": "tuple", "children": []})
     structure = OutputStructure.from_spec(info.out_spec)
+    if structure.tree["kind"] == "leaf" or structure.is_flat_tuple:
+        return structure  # a tensor or a tuple of tensors: nothing to hide
     flat = pytree.tree_structure(tuple(range(info.out_spec.num_leaves)))
     gm.graph._codegen.pytree_info = info._replace(out_spec=flat)
     gm.recompile()

@@ -143,6 +143,13 @@ def grow(inputs: tuple, dims: list[dict[int, str]]) -> tuple:
 
 # ── the signature: what a captured graph serves, and the check each call goes through ──
 
+class Mismatch(str):
+    """What :meth:`Signature.mismatch` found, in one line; ``out_of_range`` names the symbol when
+    the call's only fault is a size outside its range."""
+
+    out_of_range: str | None = None
+
+
 @dataclass
 class InputSpec:
     name: str
@@ -212,22 +219,22 @@ class Signature:
             size = seen.get(symbol)
             if size is not None and (size < lo or (hi is not None and size > hi)):
                 owner = next(i for i, spec in enumerate(self.inputs) if symbol in spec.shape)
-                return self._wrong(owner, args[owner], f"{symbol} {size} is outside {self.describe_symbol(symbol)}")
+                return self._wrong(owner, args[owner], f"{symbol} {size} is outside {self.describe_symbol(symbol)}",
+                                   out_of_range=symbol)
         return None
 
-    def _wrong(self, index: int, x, detail: str = "") -> str:
+    def _wrong(self, index: int, x, detail: str = "", out_of_range: str | None = None) -> "Mismatch":
         spec = self.inputs[index]
         got = (f"{str(x.dtype).replace('torch.', '')} of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor)
                else f"{type(x).__name__} {x!r}")
-        return f"input {index} ({spec.name}): expected {spec.describe(self)}, got {got}" + (f"; {detail}" if detail else "")
+        message = Mismatch(f"input {index} ({spec.name}): expected {spec.describe(self)}, got {got}" +
+                           (f"; {detail}" if detail else ""))
+        message.out_of_range = out_of_range
+        return message
 
     def describe_symbol(self, symbol: str) -> str:
         lo, hi = self.ranges[symbol]
         return f"{symbol} in {lo}..{hi if hi is not None else ''}"
-
-    def outside_range(self, message: str) -> bool:
-        """Whether a :meth:`mismatch` message is a size outside a dynamic range (not a wrong dtype/rank)."""
-        return " is outside " in message
 
     # ── derived forms ──
 
