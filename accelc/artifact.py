@@ -112,8 +112,18 @@ def export_program(gm, example: tuple, signature) -> torch.export.ExportedProgra
     Its outputs are a flat tuple of tensors: no model class is needed to load it."""
     if signature is None or signature.is_static:
         return torch.export.export(gm, example, strict=False)
-    return torch.export.export(gm, signature.export_inputs(example), dynamic_shapes=signature.dynamic_shapes(),
-                               strict=False)
+    grown = signature.export_inputs(example)
+    try:
+        return torch.export.export(gm, grown, dynamic_shapes=signature.dynamic_shapes(), strict=False)
+    except Exception:  # a named range torch.export checks more strictly than the capture did
+        log.debug("export with named dims failed; exporting with Dim.AUTO", exc_info=True)
+    program = torch.export.export(gm, grown, dynamic_shapes=signature.dynamic_shapes(named=False), strict=False)
+    user_inputs = set(program.graph_signature.user_inputs)
+    pinned = signature.pinned_by([n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs])
+    if pinned:
+        raise ArtifactError(f"the optimised graph pins the dynamic sizes {', '.join(pinned)} on export; re-run with "
+                            "--static, or --disable the pass that wrote them in (see report.json)")
+    return program
 
 
 def _move_into_place(staging: str, target: str) -> None:

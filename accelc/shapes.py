@@ -238,15 +238,34 @@ class Signature:
 
     # ── derived forms ──
 
-    def dynamic_shapes(self):
-        """torch.export's ``dynamic_shapes`` with one named ``Dim`` per symbol (for exports of the
-        optimised graph: model.pt2 and ONNX), or None when every size is static."""
+    def dynamic_shapes(self, named: bool = True):
+        """torch.export's ``dynamic_shapes`` for exports of the optimised graph (model.pt2, ONNX), or
+        None when every size is static.
+
+        ``named``: one ``Dim`` per symbol, with its range. torch.export checks a named range
+        strictly: a guard the capture took for granted (a pooled size that is not 1 for the
+        smallest images) fails it, although verification covered those sizes; ``named=False``
+        gives ``Dim.AUTO`` on the same dims, which takes such guards as the capture did.
+        """
         if self.is_static:
             return None
         dims = {}
         for symbol, (lo, hi) in self.ranges.items():
-            dims[symbol] = torch.export.Dim(symbol, min=lo) if hi is None else torch.export.Dim(symbol, min=lo, max=hi)
+            if not named:
+                dims[symbol] = torch.export.Dim.AUTO
+            else:
+                dims[symbol] = torch.export.Dim(symbol, min=lo) if hi is None else torch.export.Dim(symbol, min=lo, max=hi)
         return tuple({d: dims[s] for d, s in enumerate(spec.shape) if isinstance(s, str)} or None for spec in self.inputs)
+
+    def pinned_by(self, placeholders: list[torch.fx.Node]) -> list[str]:
+        """The dynamic sizes of this signature that a graph's input ``placeholders`` hold as plain ints."""
+        pinned = []
+        for spec, node in zip(self.inputs, placeholders):
+            val = node.meta.get("val")
+            for d, s in enumerate(spec.shape):
+                if isinstance(s, str) and val is not None and not isinstance(val.shape[d], torch.SymInt):
+                    pinned.append(f"{spec.name}.{s}")
+        return pinned
 
     def export_inputs(self, example: tuple) -> tuple:
         """``example`` with every dynamic size 1 grown to 2, for torch.export (which pins sizes 0/1)."""
