@@ -51,3 +51,24 @@ def test_training_mode_graph_is_left_alone():
     out = torch.compile(model, backend="accelc")(x)
     out.sum().backward()  # gradients still flow: nothing was frozen
     assert model[0].weight.grad is not None and not RECENT_REPORTS
+
+
+@pytest.mark.parametrize("name", ["bert", "cnn"])
+def test_other_shapes_are_guarded_by_dynamo(name):
+    """A second batch size or sequence length recompiles (Dynamo's guards) and still gives eager's answers."""
+    torch._dynamo.reset()
+    model, inputs = _sample(name)
+    compiled = torch.compile(model, backend="accelc")
+    shapes = [(1, None), (3, None), (2, 8)] if name == "bert" else [(1, None), (3, None), (2, 24)]
+    with torch.no_grad():
+        for batch, size in shapes:
+            x = []
+            for t in inputs:
+                shape = list(t.shape)
+                shape[0] = batch
+                if size is not None:
+                    shape[1 if t.dim() == 2 else 2] = size
+                    if t.dim() == 4:
+                        shape[3] = size
+                x.append(torch.randint(0, 2, shape) if not t.is_floating_point() else torch.randn(shape))
+            torch.testing.assert_close(compiled(*x), model(*x), rtol=1e-3, atol=1e-4)

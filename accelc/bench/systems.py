@@ -24,8 +24,10 @@ SYSTEM_GROUPS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("onnxruntime",),
     "ort-transformers": ("ort-transformers-dynamo", "ort-transformers-torchscript"),
     "accelc": ("accelc-torch", "accelc-onnxruntime"),
+    # The same builds with every size pinned to the example's (dynamic=False): what dynamic shapes cost.
+    "accelc-static": ("accelc-torch-static", "accelc-onnxruntime-static"),
 }
-DEFAULT_SYSTEMS: tuple[str, ...] = tuple(SYSTEM_GROUPS)
+DEFAULT_SYSTEMS: tuple[str, ...] = tuple(g for g in SYSTEM_GROUPS if g != "accelc-static")  # that one on request
 ACCELC_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
 
 # model_type values from transformers configs that onnxruntime.transformers optimises under
@@ -92,11 +94,12 @@ def _build_compile_freezing(ctx: BenchContext) -> Built:
     return Built(compiled, ctx.inputs, note="inductor freezing=True")
 
 
-def _build_accelc(ctx: BenchContext, backend: str) -> Built:
+def _build_accelc(ctx: BenchContext, backend: str, dynamic: bool | None = None) -> Built:
     from ..api import accelerate
 
     try:
-        fast = accelerate(ctx.model, ctx.fp32_inputs[0], backend=backend, device=ctx.device, precision=ctx.precision)
+        fast = accelerate(ctx.model, ctx.fp32_inputs[0], backend=backend, device=ctx.device, precision=ctx.precision,
+                          dynamic=dynamic)
     except ImportError as exc:  # the backend's runtime is not installed; any other error is a failure
         raise SystemUnavailable(_short_reason(exc)) from exc
     note = ""
@@ -184,6 +187,7 @@ def _builders(names: list[str]) -> dict[str, Callable[[BenchContext], Built]]:
     }
     for backend in _accelc_backends():
         table[f"accelc-{backend}"] = lambda ctx, b=backend: _build_accelc(ctx, b)
+        table[f"accelc-{backend}-static"] = lambda ctx, b=backend: _build_accelc(ctx, b, dynamic=False)
     return {n: table[n] for n in names}
 
 
@@ -198,7 +202,8 @@ def expand_systems(systems, max_autotune: bool = False, device: str | torch.devi
     """Expand group names (``compile``, ``accelc``, ...) into concrete systems, eager first, no repeats."""
     if isinstance(systems, str):
         systems = [s.strip() for s in systems.split(",") if s.strip()]
-    concrete = {"compile-max-autotune", "compile-freezing", "compile-cudagraphs", "onnxruntime-tensorrt"} | {f"accelc-{b}" for b in _accelc_backends()}
+    concrete = {"compile-max-autotune", "compile-freezing", "compile-cudagraphs", "onnxruntime-tensorrt"} | \
+        {f"accelc-{b}{tail}" for b in _accelc_backends() for tail in ("", "-static")}
     concrete |= {s for group in SYSTEM_GROUPS.values() for s in group}
     out = ["eager"]
     for item in systems:
