@@ -194,6 +194,9 @@ def cmd_explain(args) -> int:
     print(f"capture: {cap['method']}" + (f" failed at {cap['location']}: {cap['failure']}" if cap.get("failure") else ""))
     for attempt in cap.get("attempts", []):
         print(f"  tried {attempt}")
+    print(f"shapes: {describe_shapes(report.get('dynamic'))}")
+    for why in (report.get("dynamic") or {}).get("narrowed", []):
+        print(f"  narrowed: {why}")
     refusals_by_pass: dict[str, list] = {}
     for r in report.get("refusals", []):
         refusals_by_pass.setdefault(r["pass_name"], []).append(r)
