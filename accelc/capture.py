@@ -35,16 +35,6 @@ class Capture:
         return self.graph_module is not None
 
 
-def batch_dynamic_shapes(inputs: tuple):  # TODO(transition): used by accelc.onnx.export until it takes a Signature
-    auto = torch.export.Dim.AUTO
-    return tuple({0: auto} if isinstance(x, torch.Tensor) and x.dim() > 0 else None for x in inputs)
-
-
-def double_batch(inputs: tuple) -> tuple:  # TODO(transition): see batch_dynamic_shapes
-    return tuple(torch.cat([x, x]) if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == 1 else x
-                 for x in inputs)
-
-
 def capture(model: torch.nn.Module, inputs: tuple, source_file: str | None = None, dynamic_shapes=None) -> Capture:
     """Export ``model`` on ``inputs``; never raises for an unexportable model.
 

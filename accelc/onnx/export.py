@@ -1,13 +1,19 @@
-"""Export an optimised ATen-level ``fx.GraphModule`` to ONNX.
+"""Export an optimised ATen-level ``fx.GraphModule`` to ONNX, with the sizes it was captured with as dynamic.
 
-    gm ─torch.export (non-strict, dim 0 dynamic)─► ExportedProgram ─torch.onnx (dynamo)─► ONNX
-     └─ dynamo exporter fails ─► torch.onnx TorchScript exporter on the graph module, reason kept
+    gm ─torch.export (non-strict, the caller's dynamic_shapes)─► ExportedProgram ─torch.onnx (dynamo)─► ONNX
+     └─ dynamo exporter fails ─► torch.onnx TorchScript exporter on the graph module (dynamic_axes), reason kept
+         └─ both fail with dynamic sizes ─► the same two with static shapes, reasons kept
 
-The batch dimension (dim 0 of every tensor input) is exported as dynamic where the model allows
-it. A graph captured at batch 1 has the 1 written into its views (every transformer does); the
-caller can then supply the same optimised graph from a symbolic-batch capture, which is tried
-next. Only when that fails too is the export redone with static shapes, and the record says
-why. ``static=True`` pins every shape from the start.
+``dynamic_shapes`` is torch.export's spec for the inputs: per input None or ``{dim: Dim}``, one
+``torch.export.Dim`` object per size that several dims share ("batch", "seq", "height", ...).
+The graph must already be shape-generic along those dims (captured with the same spec); the
+export only carries that through. In the ONNX model each dynamic dim is a ``dim_param`` named
+after its ``Dim`` (the dynamo exporter itself writes torch's symbol names, ``s18``, ``s41``, and
+expressions of them such as ``s18*s41`` on intermediate values; they are renamed in every shape
+annotation). ``None`` exports every shape static.
+
+torch.export specialises sizes 0 and 1, so an example whose dynamic dim is 1 is grown first (the
+tensor repeated along that dim); the caller verifies size 1 itself.
 Models whose weights exceed 2 GB are saved with external data (protobuf's 2 GB limit).
 """
 
@@ -15,16 +21,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
 
 import onnx
 import torch
 import torch.fx
 
-from ..capture import batch_dynamic_shapes, double_batch
 from ..errors import AccelcError
 from ..source import first_line
 
@@ -44,40 +49,142 @@ class OnnxExport:
 
     model: onnx.ModelProto
     exporter: str  # "dynamo" | "torchscript"
-    dynamic_batch: bool
+    dynamic_axes: dict[str, dict[int, str]]  # per model input: {dim: dim_param}; empty when static
     input_names: list[str]
     output_names: list[str]
     opset: int
     seconds: float
     attempts: list[str] = field(default_factory=list)
-    recaptured: bool = False  # exported from the dynamic-batch re-capture, not the graph given
+
+    @property
+    def is_static(self) -> bool:
+        return not any(self.dynamic_axes.values())
 
     def as_dict(self) -> dict:
         return {
-            "exporter": self.exporter, "dynamic_batch": self.dynamic_batch, "opset": self.opset,
-            "recaptured_for_dynamic_batch": self.recaptured,
+            "exporter": self.exporter, "opset": self.opset,
+            "dynamic_axes": {name: {str(d): s for d, s in axes.items()} for name, axes in self.dynamic_axes.items()},
             "seconds": round(self.seconds, 3), "attempts": self.attempts,
             "inputs": self.input_names, "outputs": self.output_names,
         }
 
 
-def _has_dynamic_batch(model: onnx.ModelProto) -> bool:
+# ── the dynamic_shapes spec ──
+
+
+def _named(dim) -> str | None:
+    """A ``torch.export.Dim``'s name; None for a hint (``Dim.AUTO``, ``Dim.DYNAMIC``), which has none."""
+    return None if isinstance(dim, torch.export.dynamic_shapes._DimHint) else getattr(dim, "__name__", None)
+
+
+def is_dynamic(dynamic_shapes) -> bool:
+    return dynamic_shapes is not None and any(axes for axes in dynamic_shapes)
+
+
+def dim_names(dynamic_shapes) -> list[dict[int, str | None]] | None:
+    """Per input ``{dim: name}`` of a torch.export spec (a tuple of None / ``{dim: Dim}``; a hint
+    such as ``Dim.AUTO`` has the name None); None when the spec marks nothing dynamic."""
+    if not is_dynamic(dynamic_shapes):
+        return None
+    return [{int(d): _named(dim) for d, dim in (axes or {}).items()} for axes in dynamic_shapes]
+
+
+def grow_inputs(inputs: tuple, dynamic_shapes) -> tuple:
+    """``inputs`` with every dynamic dim (a named ``Dim``) of size 1 repeated to 2: torch.export
+    pins sizes 0 and 1. A hint (``Dim.AUTO``) may be tied to other sizes, so it is left as it is."""
+    if dynamic_shapes is None:
+        return tuple(inputs)
+    out = []
+    for x, axes in zip(inputs, dynamic_shapes):
+        if isinstance(x, torch.Tensor):
+            for d, dim in (axes or {}).items():
+                if x.shape[d] == 1 and _named(dim) is not None:
+                    x = torch.cat([x, x], dim=d)
+        out.append(x)
+    return tuple(out)
+
+
+def model_dynamic_axes(model: onnx.ModelProto) -> dict[str, dict[int, str]]:
+    """Per graph input, its dims that are not fixed sizes: ``{dim: dim_param}`` ("?" when unnamed)."""
+    axes = {}
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
-        if dims and dims[0].dim_param:
-            return True
-    return False
+        axes[value.name] = {d: (dim.dim_param or "?") for d, dim in enumerate(dims) if not dim.HasField("dim_value")}
+    return axes
 
 
-def _dynamo_export(gm: torch.fx.GraphModule, inputs: tuple, static: bool, opset: int) -> onnx.ModelProto:
-    dynamic = None if static else batch_dynamic_shapes(inputs)
-    if dynamic is not None:
-        inputs = double_batch(inputs)  # the caller verifies at batch 1
+_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def rename_dim_params(model: onnx.ModelProto, arg_names: list[str], names: list[dict[int, str]]) -> dict[str, str]:
+    """Rename the exporter's symbols (``s18``) to the spec's dim names ("batch") in every shape
+    annotation of ``model``, expressions included (``s18*s41`` ==> ``batch*seq``); returns the mapping.
+
+    ``arg_names[i]`` is the graph input that ``names[i]`` describes; an input the exporter
+    dropped (unused) is skipped. A symbol that would get two names keeps its own.
+    """
+    mapping: dict[str, str] = {}
+    clashes: set[str] = set()
+    position = {name: i for i, name in enumerate(arg_names)}
+    for k, value in enumerate(model.graph.input):
+        i = position.get(value.name, k)
+        if i >= len(names):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        for d, wanted in names[i].items():
+            if wanted is not None and d < len(dims) and dims[d].dim_param:
+                old = dims[d].dim_param
+                if mapping.setdefault(old, wanted) != wanted:
+                    clashes.add(old)
+    for old in clashes:
+        del mapping[old]
+    if len(set(mapping.values())) != len(mapping):  # two symbols for one name: the graph did not tie them
+        log.debug("ONNX export: symbols %s share names; kept as the exporter wrote them", mapping)
+        mapping = {old: new for old, new in mapping.items() if list(mapping.values()).count(new) == 1}
+    if not mapping:
+        return mapping
+    rename = lambda text: _SYMBOL.sub(lambda m: mapping.get(m.group(0), m.group(0)), text)  # noqa: E731
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for value in (*graph.input, *graph.output, *graph.value_info):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.dim_param:
+                    dim.dim_param = rename(dim.dim_param)
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for g in attr.graphs:
+                        visit(g)
+
+    visit(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g)
+    return mapping
+
+
+# ── the two exporters ──
+
+
+def _placeholder_names(gm: torch.fx.GraphModule) -> list[str]:
+    return [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+
+
+def _dynamo_export(gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes, opset: int) -> onnx.ModelProto:
+    inputs = grow_inputs(inputs, dynamic_shapes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.export.export(gm, tuple(inputs), dynamic_shapes=dynamic, strict=False)
+        program = torch.export.export(gm, tuple(inputs), dynamic_shapes=dynamic_shapes, strict=False)
         onnx_program = torch.onnx.export(program, tuple(inputs), dynamo=True, opset_version=opset, optimize=True, verbose=False)
-    return onnx_program.model_proto
+    model = onnx_program.model_proto
+    names = dim_names(dynamic_shapes)
+    if names is not None:
+        rename_dim_params(model, _placeholder_names(gm), names)
+    return model
 
 
 class _Traceable(torch.nn.Module):
@@ -85,6 +192,8 @@ class _Traceable(torch.nn.Module):
 
     The exporter switches its model to eval mode; a module that came out of ``torch.export``
     refuses ``train()``, so this wrapper answers the switch itself and leaves the graph alone.
+    ``gm.forward`` is called, not ``gm(...)``: the input-constraint hook ``torch.export`` adds
+    cannot run under the tracer.
     """
 
     def __init__(self, gm: torch.fx.GraphModule):
@@ -95,12 +204,69 @@ class _Traceable(torch.nn.Module):
         return self
 
     def forward(self, *args):
-        return self.gm(*args)
+        return self.gm.forward(*args)
 
 
-def _torchscript_export(gm: torch.fx.GraphModule, inputs: tuple, static: bool, opset: int, workdir: str) -> onnx.ModelProto:
-    names = [f"input_{i}" for i in range(len(inputs))]
-    axes = None if static else {n: {0: "batch"} for n, x in zip(names, inputs) if isinstance(x, torch.Tensor) and x.dim() > 0}
+def resized_inputs(inputs: tuple, dynamic_shapes) -> tuple:
+    """``inputs`` with every named dynamic size one larger (one smaller where that passes its
+    ``Dim``'s max), the tensors extended with their own first slice: a second point to check at."""
+    sizes: dict[str, int] = {}
+    out = []
+    for x, axes in zip(inputs, dynamic_shapes):
+        if isinstance(x, torch.Tensor):
+            for d, dim in (axes or {}).items():
+                name = _named(dim)
+                if name is None:
+                    continue
+                n = x.shape[d]
+                target = sizes.setdefault(name, n + 1 if n + 1 <= getattr(dim, "max", n + 1) else max(1, n - 1))
+                x = torch.cat([x, x.narrow(d, 0, 1)], dim=d) if target > n else x.narrow(d, 0, target)
+        out.append(x)
+    return tuple(out)
+
+
+def _bakes_sizes(model: onnx.ModelProto, gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes) -> str | None:
+    """Why ``model`` does not follow ``dynamic_shapes`` (wrong or failing at another size), or None.
+
+    The TorchScript tracer records ``aten.sym_size`` calls of a symbolic graph as the example's
+    numbers, so its dynamic axes can be names over fixed sizes; this runs the model at one more
+    size of each dynamic dim against the graph module."""
+    import onnxruntime as ort
+
+    from ..verify import compare_outputs
+
+    other = resized_inputs(grow_inputs(inputs, dynamic_shapes), dynamic_shapes)
+    shapes = [tuple(x.shape) for x in other if isinstance(x, torch.Tensor)]
+    names = torchscript_input_names(len(other))
+    try:
+        with torch.no_grad():
+            expected = gm(*other)
+    except Exception:  # the graph itself refuses that size: nothing to check against
+        return None
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # a failure here is an answer, not an error to log
+        session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+        feeds = {v.name: other[names.index(v.name) if v.name in names else k].detach().cpu().numpy()
+                 for k, v in enumerate(session.get_inputs())}
+        got = session.run(None, feeds)
+    except Exception as exc:
+        return f"it fails at input shapes {shapes}: {first_line(exc)}"
+    check = compare_outputs([torch.from_numpy(g) for g in got], expected)
+    return None if check.ok else f"it is wrong at input shapes {shapes}: {check.message}"
+
+
+def torchscript_input_names(count: int) -> list[str]:
+    return [f"input_{i}" for i in range(count)]
+
+
+def _torchscript_export(gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes, opset: int, workdir: str) -> onnx.ModelProto:
+    names = torchscript_input_names(len(inputs))
+    dims = dim_names(dynamic_shapes)
+    axes = None if dims is None else {
+        n: {d: name or f"{n}_dim{d}" for d, name in per.items()} for n, per, x in zip(names, dims, inputs)
+        if per and isinstance(x, torch.Tensor)}
+    inputs = grow_inputs(inputs, dynamic_shapes)
     path = os.path.join(workdir, "torchscript_export.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -108,48 +274,49 @@ def _torchscript_export(gm: torch.fx.GraphModule, inputs: tuple, static: bool, o
     return onnx.load(path)
 
 
-def export_graph(
-    gm: torch.fx.GraphModule, inputs: tuple, workdir: str, static: bool = False, opset: int = OPSET,
-    dynamic_graph: Callable[[], torch.fx.GraphModule | None] | None = None,
-) -> OnnxExport:
-    """Export ``gm`` on ``inputs``; raises :class:`OnnxExportError` only when both exporters fail.
+def _describe(dynamic_shapes) -> str:
+    names = dim_names(dynamic_shapes)
+    if names is None:
+        return "static shapes"
+    return "dynamic " + ", ".join(dict.fromkeys(n or "auto" for per in names for n in per.values()))
 
-    A graph captured at one batch size has that size written into its views; ``dynamic_graph``,
-    when given, builds the same optimised graph from a dynamic-batch capture, and is called only
-    if ``gm`` itself will not export with a dynamic batch.
+
+def export_graph(gm: torch.fx.GraphModule, inputs: tuple, workdir: str, dynamic_shapes=None,
+                 opset: int = OPSET) -> OnnxExport:
+    """Export ``gm`` on ``inputs`` with ``dynamic_shapes`` (torch.export's spec; None: static).
+
+    Tries the dynamo exporter, then the TorchScript one, with the dynamic sizes, then both with
+    static shapes; raises :class:`OnnxExportError` only when every try fails. ``attempts`` records
+    each failure, so a static result says why it is static.
     """
     os.makedirs(workdir, exist_ok=True)
     attempts: list[str] = []
     start = time.perf_counter()
-    tries = [("gm", False)] if static else [("gm", False), ("recaptured", False), ("gm", True)]
-    for source, pinned in tries:
-        label = "dynamo (static shapes)" if (static or pinned) else "dynamo (dynamic batch)"
-        graph = gm
-        if source == "recaptured":
-            graph = dynamic_graph() if dynamic_graph is not None else None
-            if graph is None:
-                continue
-            label = "dynamo (dynamic batch, graph re-captured with a symbolic batch)"
-        try:
-            model = _dynamo_export(graph, inputs, static or pinned, opset)
-            export = _result(model, "dynamo", start, attempts, opset)
-            export.recaptured = source == "recaptured"
-            return export
-        except Exception as exc:  # the exporters raise many types; each means "try the next way"
-            attempts.append(f"{label}: {first_line(exc)}")
-            log.debug("ONNX export %s failed", label, exc_info=True)
-    try:
-        model = _torchscript_export(gm, inputs, static, opset, workdir)
-        return _result(model, "torchscript", start, attempts, opset)
-    except Exception as exc:
-        attempts.append(f"torchscript: {first_line(exc)}")
-        log.debug("ONNX export torchscript failed", exc_info=True)
+    if not is_dynamic(dynamic_shapes):
+        dynamic_shapes = None
+    specs = [dynamic_shapes, None] if dynamic_shapes is not None else [None]
+    for spec in specs:
+        for exporter in ("dynamo", "torchscript"):
+            label = f"{exporter} ({_describe(spec)})"
+            try:
+                if exporter == "dynamo":
+                    model = _dynamo_export(gm, inputs, spec, opset)
+                else:
+                    model = _torchscript_export(gm, inputs, spec, opset, workdir)
+                    baked = _bakes_sizes(model, gm, inputs, spec) if spec is not None else None
+                    if baked is not None:
+                        raise OnnxExportError(f"the export wrote the example's sizes into the graph: {baked}")
+                return _result(model, exporter, start, attempts, opset)
+            except Exception as exc:  # the exporters raise many types; each means "try the next way"
+                attempts.append(f"{label}: {first_line(exc)}")
+                log.debug("ONNX export %s failed", label, exc_info=True)
     raise OnnxExportError("could not export the graph to ONNX: " + "; ".join(attempts))
 
 
 def _result(model: onnx.ModelProto, exporter: str, start: float, attempts: list[str], opset: int) -> OnnxExport:
+    axes = {name: dims for name, dims in model_dynamic_axes(model).items() if dims}
     return OnnxExport(
-        model=model, exporter=exporter, dynamic_batch=_has_dynamic_batch(model),
+        model=model, exporter=exporter, dynamic_axes=axes,
         input_names=[v.name for v in model.graph.input], output_names=[v.name for v in model.graph.output],
         opset=opset, seconds=time.perf_counter() - start, attempts=attempts,
     )
@@ -173,4 +340,5 @@ def _fits_protobuf(model: onnx.ModelProto) -> bool:
         return False
 
 
-__all__ = ["export_graph", "save_model", "OnnxExport", "OnnxExportError", "OPSET"]
+__all__ = ["export_graph", "save_model", "OnnxExport", "OnnxExportError", "OPSET", "dim_names", "grow_inputs", "is_dynamic",
+           "model_dynamic_axes", "rename_dim_params", "torchscript_input_names"]

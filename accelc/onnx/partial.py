@@ -110,18 +110,65 @@ def submodule_inputs(split: torch.fx.GraphModule, names: list[str], inputs: tupl
     return seen
 
 
+def _symbol_dims(gm: torch.fx.GraphModule, dynamic_shapes) -> dict[str, object]:
+    """torch's symbol (``s77``) of each dynamic dim of ``gm``'s inputs ==> the spec's ``Dim`` for it."""
+    out: dict[str, object] = {}
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for node, axes in zip(placeholders, dynamic_shapes):
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            continue
+        for d, dim in (axes or {}).items():
+            size = val.shape[d] if d < val.dim() else None
+            if isinstance(size, torch.SymInt) and size.node.expr.is_Symbol:
+                out.setdefault(str(size.node.expr), dim)
+    return out
+
+
+def submodule_dynamic_shapes(sub: torch.fx.GraphModule, symbols: dict[str, object]):
+    """torch.export's spec for a fused submodule: each input dim whose recorded size is one of the
+    parent's dynamic symbols gets the parent's ``Dim`` (so "batch" stays "batch"); a dim whose size
+    is an expression of them (``s0*s1`` after a flatten) gets ``Dim.AUTO``. None when all are static."""
+    spec, dynamic = [], False
+    for node in sub.graph.nodes:
+        if node.op != "placeholder":
+            continue
+        val = node.meta.get("val")
+        axes = {}
+        if isinstance(val, torch.Tensor):
+            for d, size in enumerate(val.shape):
+                if isinstance(size, torch.SymInt) and size.node.expr.free_symbols:
+                    axes[d] = symbols.get(str(size.node.expr), torch.export.Dim.AUTO)
+        spec.append(axes or None)
+        dynamic = dynamic or bool(axes)
+    return tuple(spec) if dynamic else None
+
+
 def build_partial(gm: torch.fx.GraphModule, inputs: tuple, device, precision: str, workdir: str,
-                  static: bool, unsupported: list[torch.fx.Node]):
-    """Each exportable region becomes an OrtRuntime inside a torch GraphModule; returns (module, report)."""
+                  unsupported: list[torch.fx.Node], dynamic_shapes=None, probe_inputs: list[tuple] | None = None):
+    """Each exportable region becomes an OrtRuntime inside a torch GraphModule; returns (module, report).
+
+    With ``dynamic_shapes`` (torch.export's spec for ``inputs``), each region is exported with the
+    dims its inputs share with the graph's inputs dynamic, and checked on the inputs it sees at
+    each of ``probe_inputs``. The regions' examples are recorded on the example with its dynamic
+    sizes of 1 grown to 2, so no region sees a size torch.export would pin.
+    """
     from ..runtime.onnxruntime import build_onnx_runtime
+    from .export import grow_inputs
 
     split, names = split_for_onnx(gm)
+    if dynamic_shapes is not None:
+        inputs = grow_inputs(inputs, dynamic_shapes)
+        symbols = _symbol_dims(gm, dynamic_shapes)
     examples = submodule_inputs(split, names, inputs)
+    probes = [submodule_inputs(split, names, p) for p in (probe_inputs or [])]
     parts = {}
     for name in names:
         sub = getattr(split, name)
-        runtime, part_report = build_onnx_runtime(sub, examples[name], device, precision,
-                                                  os.path.join(workdir, name), static=static)
+        spec = submodule_dynamic_shapes(sub, symbols) if dynamic_shapes is not None else None
+        runtime, part_report = build_onnx_runtime(sub, examples[name], device, precision, os.path.join(workdir, name),
+                                                  dynamic_shapes=spec,
+                                                  probe_inputs=[p[name] for p in probes if name in p] if spec else None)
         setattr(split, name, runtime)  # call_module now calls ONNX Runtime
         parts[name] = part_report
     report = {"partial": True, "kept_in_pytorch": describe(unsupported), "onnx_parts": parts}

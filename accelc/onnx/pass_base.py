@@ -32,7 +32,7 @@ from ..errors import PassRegistryError
 from ..pass_base import PassResult
 from .attention import hiding_bias, masked_attention, plain_self_attention_blocker
 from .naming import UniqueNames
-from .shape_eval import evaluate_shape_only, shape_only_closure
+from .shape_eval import evaluate_shape_only, sample_shape_only, same_at_every_size, shape_only_closure
 
 log = logging.getLogger(__name__)
 
@@ -106,4 +106,5 @@ def discover_onnx_passes() -> dict[str, type[OnnxPass]]:
 
 
 __all__ = ["OnnxPass", "OnnxPassContext", "OnnxRefusal", "PassResult", "UniqueNames", "count_ops", "discover_onnx_passes",
-           "evaluate_shape_only", "hiding_bias", "masked_attention", "plain_self_attention_blocker", "shape_only_closure", "GROUP"]
+           "evaluate_shape_only", "hiding_bias", "masked_attention", "plain_self_attention_blocker", "sample_shape_only",
+           "same_at_every_size", "shape_only_closure", "GROUP"]

@@ -5,8 +5,13 @@
 
 ``OrtRuntime`` is a ``torch.nn.Module``: it takes and returns torch tensors, in the same output
 structure as the graph module it replaces. On CUDA it binds torch's device buffers directly
-(IO binding, no host round trip) and, where shapes are static, lets ORT replay a CUDA graph.
+(IO binding, no host round trip) and, where every shape is static, lets ORT replay a CUDA graph;
+with dynamic sizes it lets ORT allocate outputs of a symbolic shape on the device.
 A provider that fails to initialise falls back to the next one, and the record says so.
+
+The model's dynamic sizes are the graph's: ``build_onnx_runtime`` takes torch.export's
+``dynamic_shapes`` spec for the inputs, and ``probe_inputs`` at other sizes on which every ONNX
+pass and the final session are checked against the graph module, as on the example.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 import onnx
 import torch
 import torch.fx
+import torch.utils.dlpack
 from torch.utils import _pytree as pytree
 
 from ..errors import ArtifactError
@@ -142,7 +148,7 @@ class OrtRuntime(torch.nn.Module):
         self.precision = precision
         self.out_spec = pytree.treespec_loads(meta["out_spec"]) if meta.get("out_spec") else None
         on_cuda = self.device.type == "cuda"
-        self.cuda_graph = bool(on_cuda and meta.get("static"))
+        self.cuda_graph = bool(on_cuda and is_static(meta))
         folder = os.path.dirname(os.path.abspath(model_path))
         self.session, self.providers = open_session(model_path, self.device, folder, precision, self.cuda_graph, threads)
         self.cuda_graph = self.providers.get("cuda_graph", False)
@@ -165,6 +171,11 @@ class OrtRuntime(torch.nn.Module):
             self._run = self.session.run
         self._single_output = self.out_spec is not None and self.out_spec.is_leaf()
         self._graph_buffers: tuple[list, list] | None = None
+        # A static model's outputs have the example's shapes; with any dynamic size ORT allocates
+        # each output at the size the call needs (None).
+        static = is_static(meta) and len(meta.get("output_shapes", [])) == len(self.output_names)
+        self._fixed_output_shapes = ([tuple(s) for s in meta["output_shapes"]] if static
+                                     else [None] * len(self.output_names))
 
     def _pack(self, flat: list):
         if self._single_output:
@@ -179,38 +190,43 @@ class OrtRuntime(torch.nn.Module):
         outs = self._run(self.output_names, {n: _to_numpy(args[i]) for n, i in self._feeds})
         return self._pack([torch.from_numpy(o) for o in outs])  # ORT returns fresh C-contiguous arrays
 
-    def _output_shapes(self, feeds: list) -> list[tuple]:
-        batch = feeds[0].shape[0] if feeds and feeds[0].dim() > 0 else None
-        shapes = []
-        for shape in self.meta["output_shapes"]:
-            shape = list(shape)
-            if self.meta.get("dynamic_batch") and shape and batch is not None:
-                shape[0] = batch
-            shapes.append(tuple(shape))
-        return shapes
+    def _output_shapes(self, feeds: list) -> list[tuple | None]:
+        """Each output's shape when the model is static, else None (ORT allocates it)."""
+        return list(self._fixed_output_shapes)
 
     def _run_bound(self, feeds: list) -> list[torch.Tensor]:
-        """IO binding on torch CUDA buffers; with a CUDA graph, the same buffers every call."""
+        """IO binding on torch CUDA buffers; with a CUDA graph, the same buffers every call.
+
+        An output whose shape has a dynamic size is bound to the device without a buffer: ORT
+        allocates it at the size the call needs and it comes back to torch through DLPack.
+        """
         feeds = [x.to(self.device).contiguous() for x in feeds]
-        if self.cuda_graph:
+        shapes = self._output_shapes(feeds)
+        if self.cuda_graph:  # only for fully static models: every output shape is known
             if self._graph_buffers is None:
                 ins = [torch.empty_like(x) for x in feeds]
-                outs = [torch.empty(s, dtype=t, device=self.device) for s, t in zip(self._output_shapes(feeds), self.output_types)]
+                outs = [torch.empty(s, dtype=t, device=self.device) for s, t in zip(shapes, self.output_types)]
                 self._graph_buffers = (ins, outs)
             ins, outs = self._graph_buffers
             for buf, x in zip(ins, feeds):
                 buf.copy_(x)
         else:
             ins = feeds
-            outs = [torch.empty(s, dtype=t, device=self.device) for s, t in zip(self._output_shapes(feeds), self.output_types)]
+            outs = [None if s is None else torch.empty(s, dtype=t, device=self.device) for s, t in zip(shapes, self.output_types)]
         binding = self.session.io_binding()
         index = self.device.index or 0
         for name, x in zip(self.input_names, ins):
             binding.bind_input(name, "cuda", index, _NP_OF_TORCH[x.dtype], tuple(x.shape), x.data_ptr())
         for name, y in zip(self.output_names, outs):
-            binding.bind_output(name, "cuda", index, _NP_OF_TORCH[y.dtype], tuple(y.shape), y.data_ptr())
+            if y is None:
+                binding.bind_output(name, "cuda", index)
+            else:
+                binding.bind_output(name, "cuda", index, _NP_OF_TORCH[y.dtype], tuple(y.shape), y.data_ptr())
         torch.cuda.current_stream(self.device).synchronize()
         self.session.run_with_iobinding(binding)
+        if any(y is None for y in outs):
+            allocated = binding.get_outputs()
+            outs = [_from_ort_value(allocated[i], self.device) if y is None else y for i, y in enumerate(outs)]
         return [y.clone() for y in outs] if self.cuda_graph else outs
 
     def save(self, folder: str) -> None:
@@ -234,6 +250,23 @@ def load_onnx_runtime(folder: str, device: str | torch.device = "cpu") -> OrtRun
     return OrtRuntime(path, torch.device(device), meta, meta.get("precision", "fp32"))
 
 
+def _from_ort_value(value, device: torch.device) -> torch.Tensor:
+    """An output ORT allocated, as a torch tensor on ``device``: zero-copy through DLPack where
+    this onnxruntime build has it, else through host memory."""
+    try:
+        tensor = torch.utils.dlpack.from_dlpack(value._get_c_value().to_dlpack())
+    except Exception:  # a build without DLPack support
+        tensor = torch.from_numpy(value.numpy())
+    return tensor.to(device)
+
+
+def is_static(meta: dict) -> bool:
+    """Whether a runtime's metadata says every input size is fixed (older artifacts: "static")."""
+    if "dynamic_axes" in meta:
+        return not any(meta["dynamic_axes"].values())
+    return bool(meta.get("static"))
+
+
 def _to_numpy(x):
     if type(x) is torch.Tensor and x.is_cpu and not x.requires_grad and x.is_contiguous():
         return x.numpy()  # the common case, and the cheapest: a view, no copy
@@ -244,47 +277,92 @@ def _to_numpy(x):
     return np.asarray(x)
 
 
+def _cpu(inputs: tuple) -> tuple:
+    return tuple(x.to("cpu") if isinstance(x, torch.Tensor) else x for x in inputs)
+
+
+def _accepts(model: onnx.ModelProto, arg_names: list[str], inputs: tuple) -> bool:
+    """Whether ``inputs`` fit the fixed sizes of ``model``'s inputs (a static export takes the example only)."""
+    for k, value in enumerate(model.graph.input):
+        index = arg_names.index(value.name) if value.name in arg_names else k
+        x = inputs[index] if index < len(inputs) else None
+        if not isinstance(x, torch.Tensor):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != x.dim() or any(d.HasField("dim_value") and d.dim_value != n for d, n in zip(dims, x.shape)):
+            return False
+    return True
+
+
 def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, precision: str, workdir: str,
-                       static: bool = False, dynamic_graph=None) -> tuple[torch.nn.Module, dict]:
+                       dynamic_shapes=None, probe_inputs: list[tuple] | None = None) -> tuple[torch.nn.Module, dict]:
     """Export ``gm``, run the ONNX passes (each verified in ORT), open a session; return it and its report.
+
+    ``dynamic_shapes`` is torch.export's spec for ``example_inputs`` (None: static), and
+    ``probe_inputs`` are input sets at other sizes: references are computed from ``gm`` once on
+    each and on the example, and every ONNX pass and the final session must match all of them.
+    A probe the exported model cannot take (the export fell back to static shapes) is left out,
+    and the report says so.
 
     The module is an :class:`OrtRuntime`, or, when some op cannot be exported (report["partial"]),
     a ``torch.fx.GraphModule`` whose exportable regions are OrtRuntime submodules.
     """
-    from ..onnx.optimize import optimize_onnx
+    from ..onnx.export import torchscript_input_names
+    from ..onnx.optimize import optimize_onnx, shapes_of
     from ..onnx.partial import build_partial, unexportable_nodes
 
     start = time.perf_counter()
     device = torch.device(device)
     os.makedirs(workdir, exist_ok=True)
+    probe_inputs = list(probe_inputs or [])
     unsupported = unexportable_nodes(gm)
     if unsupported:
-        module, report = build_partial(gm, example_inputs, device, precision, workdir, static, unsupported)
+        module, report = build_partial(gm, example_inputs, device, precision, workdir, unsupported,
+                                       dynamic_shapes=dynamic_shapes, probe_inputs=probe_inputs)
         report["seconds"] = round(time.perf_counter() - start, 3)
         return module, report
-    inputs = tuple(x.to("cpu") if isinstance(x, torch.Tensor) else x for x in example_inputs)
+    inputs = _cpu(example_inputs)
+    gm = gm.to("cpu")
     with torch.inference_mode():
-        reference = gm.to("cpu")(*inputs)
+        reference = gm(*inputs)
+        probe_refs = [pytree.tree_leaves(gm(*_cpu(p))) for p in probe_inputs]
     flat_ref, spec = pytree.tree_flatten(reference)
-    exported: OnnxExport = export_graph(gm, inputs, workdir, static=static, dynamic_graph=dynamic_graph)
+    exported: OnnxExport = export_graph(gm, inputs, workdir, dynamic_shapes=dynamic_shapes)
     meta = {
         "arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"],
         "out_spec": pytree.treespec_dumps(spec),
         "output_shapes": [list(t.shape) for t in flat_ref],
-        "dynamic_batch": exported.dynamic_batch,
-        "static": not exported.dynamic_batch,
+        "dynamic_axes": {name: {str(d): s for d, s in axes.items()} for name, axes in exported.dynamic_axes.items()},
         "precision": precision,
         "exporter": exported.exporter,
     }
     if exported.exporter == "torchscript":
-        meta["arg_names"] = [f"input_{i}" for i in range(len(inputs))]
-    model, pass_report = optimize_onnx(exported.model, inputs, flat_ref, meta, precision, workdir, device=device.type)
+        meta["arg_names"] = torchscript_input_names(len(inputs))
+    cases = [(inputs, flat_ref)]
+    skipped = 0
+    for probe, ref in zip(probe_inputs, probe_refs):
+        probe = _cpu(probe)
+        if _accepts(exported.model, meta["arg_names"], probe):
+            cases.append((probe, ref))
+        else:
+            skipped += 1
+    model, pass_report = optimize_onnx(exported.model, cases, meta, precision, workdir, device=device.type)
     path = os.path.join(workdir, MODEL_FILE)
     save_model(model, path)
     runtime = OrtRuntime(path, device, meta, precision)
     meta["disabled_fusions"] = runtime.providers["disabled_fusions"]  # saved in meta.json for plain-ORT users
-    check = compare_outputs(runtime(*[x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]),
-                            reference, tolerance_for_precision(precision))
+    tol = tolerance_for_precision(precision)
+    check = compare_outputs(runtime(*[x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]), reference, tol)
+    for probe, ref in cases[1:]:
+        if not check.ok:
+            break
+        got = runtime(*[x.to(device) if isinstance(x, torch.Tensor) else x for x in probe])
+        at_probe = compare_outputs(pytree.tree_leaves(got), ref, tol)
+        if not at_probe.ok:
+            at_probe.message = f"at input shapes {shapes_of(probe)}: {at_probe.message}"
+            check = at_probe
+        elif at_probe.max_abs_error > check.max_abs_error:
+            check = at_probe
     report = {
         "export": exported.as_dict(),
         "opset": exported.opset,
@@ -292,9 +370,11 @@ def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, 
         "onnx_passes": pass_report,
         "nodes": {"exported": len(exported.model.graph.node), "optimised": len(model.graph.node)},
         "verification": check.as_dict(),
+        "probes": {"checked": len(cases) - 1, "skipped": skipped,
+                   **({"why_skipped": "the ONNX model has static shapes (see export.attempts)"} if skipped else {})},
         "seconds": round(time.perf_counter() - start, 3),
     }
     return runtime, report
 
 
-__all__ = ["OrtRuntime", "build_onnx_runtime", "load_onnx_runtime", "provider_plan", "open_session"]
+__all__ = ["OrtRuntime", "build_onnx_runtime", "load_onnx_runtime", "provider_plan", "open_session", "is_static"]

@@ -22,6 +22,12 @@ A mask that reads no input data is decided once, when the pass runs (evaluated l
 ``split_causal_attention`` evaluates one): ViT's exported attention carries an all-zero
 constant bias, which only costs the flash path, so it goes; GPT-2's causal mask hides keys from
 some rows only and is left to ``split_causal_attention``.
+
+Dynamic sizes: the run-time check reads the mask's shape as it comes (no size is written into
+the graph). A mask that reads no input data but changes with a symbolic size (GPT-2's causal
+mask under a dynamic sequence length) is sampled at several sizes: it is dropped only if it is
+the same at all of them (then it is one constant), left alone if it hides keys from some rows
+only at any of them, and otherwise checked at run time like a mask read from an input.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, UniqueNames, evaluate_shape_only, hiding_bias,
-                                   masked_attention, plain_self_attention_blocker)
+from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, UniqueNames, hiding_bias, masked_attention,
+                                   plain_self_attention_blocker, sample_shape_only, same_at_every_size)
 
 MIN_OPSET = 18  # ReduceMin/ReduceMax take their axes as an input from opset 18 on
 
@@ -85,7 +91,7 @@ def padded_keys_check(b: _Builder, mask: ir.Value) -> tuple[ir.Value, ir.Value]:
     """(ok, keep): ok is a bool scalar, true when ``mask`` is a key padding mask (module
     docstring); keep is the int64 indices of its visible keys."""
     hidden_at = np.array(hiding_bias(mask.dtype.numpy()), dtype=mask.dtype.numpy())
-    rows = b.op("Reshape", [mask, b.const("rows_by_keys", np.array([-1, mask.shape[-1]], np.int64))], "rows")
+    rows = b.op("Flatten", [mask], "rows", axis=len(mask.shape) - 1)  # (B·H·Sq, Skv), whatever the sizes
     hidden = b.op("LessOrEqual", [rows, b.const("hidden_at", hidden_at)], "hidden")
     zero = b.op("Equal", [rows, b.const("zero", np.zeros((), hidden_at.dtype))], "zero")
     as_float = lambda v, what: b.op("Cast", [v], what, to=ir.DataType.FLOAT.value)  # noqa: E731
@@ -145,16 +151,21 @@ def _replace_with_if(model: ir.Model, node: ir.Node, prefix: str, ok: ir.Value, 
 def _plan(model: ir.Model, mask: ir.Value, b: _Builder) -> tuple[str, ir.Value | None, ir.Value | None]:
     """(how, ok, keep) for the attention reading ``mask``; nodes it needs go into ``b``.
 
-    "fixed": the mask reads no input data and only pads keys; keep is the kept keys (None: all).
-    "refuse": it reads no input data and hides keys from some rows only.
-    "run_time": it reads input data; ok and keep are :func:`padded_keys_check`'s.
+    "fixed": the mask reads no input data, is the same at every size, and only pads keys; keep is
+    the kept keys (None: all).
+    "refuse": it reads no input data and hides keys from some rows only (at some size).
+    "run_time": it reads input data, or pads keys at every sampled size but not the same ones;
+    ok and keep are :func:`padded_keys_check`'s.
     """
-    fixed = evaluate_shape_only(model, mask)
+    samples = sample_shape_only(model, mask)
+    if samples is None:
+        return ("run_time", *padded_keys_check(b, mask))
+    if any(fixed_visible_keys(s) is None for s in samples):
+        return ("refuse", None, None)
+    fixed = same_at_every_size(samples)
     if fixed is None:
         return ("run_time", *padded_keys_check(b, mask))
     keep = fixed_visible_keys(fixed)
-    if keep is None:
-        return ("refuse", None, None)
     return ("fixed", None, None if len(keep) == fixed.shape[-1] else b.const("keep", keep))
 
 
@@ -182,7 +193,7 @@ class DropPaddedKeys(OnnxPass):
                 b.nodes = []
             how, ok, keep = plans[id(mask)]
             if how == "refuse":
-                ctx.refuse(node, "its fixed mask hides keys from some query rows only (split_causal_attention's case)")
+                ctx.refuse(node, "its mask reads no input data and hides keys from some query rows only (split_causal_attention's case)")
             elif how == "fixed":
                 unmasked = _unmasked(node, b, keep)
                 _replace(model, node, [*b.nodes, unmasked])

@@ -6,9 +6,10 @@
 
 The exporter writes ``linear`` on a 3-D activation as MatMul + Add: two kernels and the
 activation written out and read back once more. Gemm adds the bias inside the GEMM's output
-loop. The output shape is a constant with one -1 when at most one leading dimension is unknown
-(the dynamic batch), otherwise ``Concat(Shape(x)[:-1], [N])``. Rules: onnxscript's pattern
-rewriter.
+loop. The output shape is a constant with one -1 when at most one leading dimension is symbolic
+(the batch alone), otherwise ``Concat(Shape(x)[:-1], [N])``, read at run time (batch and
+sequence length both dynamic): no size that can vary is written into the graph. Rules:
+onnxscript's pattern rewriter.
 """
 
 from __future__ import annotations

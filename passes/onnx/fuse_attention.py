@@ -10,6 +10,10 @@ core, in the eager matmul form and the scaled-both-sides form the exporter write
 projection biases (MHA bias). Shape inference runs first because the head-split checks need
 shapes. Counts are of fused ops present after the pass.
 
+Dynamic sizes: the rules bind batch and sequence length as symbols and take ``num_heads`` from
+the head-split's static head dimension only (a symbolic one makes the MHA rule refuse), so a
+fused op holds no size of the example; the (B·S, D) view put back below is ``(-1, D)``.
+
 The Q/K/V projections stay MatMuls: ORT packs their weights once and runs them as whole-matrix
 GEMMs. Packing them into the Attention op as well is ``pack_qkv_attention``, a separate pass,
 because ORT's CPU Attention kernel runs the projection head by head and measured slower.

@@ -18,10 +18,16 @@ projection bias, k and v are reshaped to heads-first (B, H, S, D) once, which MH
 are; otherwise each chunk's MHA would transpose its own key range (one GPT-2 s512 attention
 in benchmarks/bench_ort_causal.py: 10% faster, same bits).
 
+The query chunks and the key range each one reads are decided when the pass runs, from the
+sequence length, so an export with a dynamic sequence length is left alone (the refusal says
+"query length is symbolic"); a dynamic batch is fine. A shape-generic form would compute the
+chunk bounds at run time, and with them the mask slices and whether the mask is causal at that
+length at all: more nodes per call than the split saves at the lengths where it pays.
+
 The mask must not depend on input data. The exporter writes GPT-2's causal mask as ~40 nodes
 computed at run time from ``Shape(input_ids)``, so the pass evaluates that subgraph in ORT
-(with feeds of the right shape and zero data, at batch 1, 2 and 3), requires every batch row to
-be the same, and uses the result as a constant. A mask read from an input (BERT's padding mask)
+(with feeds of the right shape and zero data, at several batch sizes), requires every batch row
+to be the same, and uses the result as a constant. A mask read from an input (BERT's padding mask)
 leaves the node alone.
 """
 
@@ -36,6 +42,7 @@ from accelc.onnx.pass_base import (OnnxPass, OnnxPassContext, PassResult, Unique
 
 ROWS_PER_CHUNK = 128
 MAX_CHUNKS = 8
+QUERY_LENGTH_SYMBOLIC = "query length is symbolic: chunks are decided at build time"
 
 
 def visible_key_range(bias: np.ndarray, lo: int, hi: int) -> tuple[int, int] | None:
@@ -69,8 +76,10 @@ def plan_chunks(bias: np.ndarray, rows_per_chunk: int) -> list[tuple[int, int, i
 def _unsplittable(node: ir.Node) -> str | None:
     """Why this masked MHA can't be split, or None."""
     reason = plain_self_attention_blocker(node)
-    if reason is None and any(not isinstance(v.shape[1], int) for v in node.inputs[:3]):
-        reason = "its sequence length is not fixed"
+    if reason is None and not isinstance(node.inputs[0].shape[1], int):
+        reason = QUERY_LENGTH_SYMBOLIC
+    if reason is None and any(not isinstance(v.shape[1], int) for v in node.inputs[1:3]):
+        reason = "key length is symbolic: key ranges are decided at build time"
     return reason
 
 

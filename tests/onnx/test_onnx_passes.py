@@ -12,7 +12,7 @@ from accelc.onnx.optimize import ONNX_PIPELINES, run_in_ort
 from accelc.onnx.pass_base import OnnxPassContext, discover_onnx_passes
 from accelc.verify import compare_outputs, flat_outputs, tolerance, tolerance_for_precision
 
-from onnx_samples import captured, exported, op_counts
+from onnx_samples import captured, captured_dynamic, exported, exported_dynamic, op_counts
 
 # pass -> (sample it must fire on, op type it creates, stat key, non-matching sample, passes run first)
 CASES = {
@@ -100,7 +100,7 @@ def test_cleanup_removes_what_the_torchscript_exporter_leaves(tmp_path):
     from accelc.onnx.export import _torchscript_export
 
     _, inputs, gm = captured("gpt2")
-    proto = _torchscript_export(gm, inputs, True, 17, str(tmp_path))
+    proto = _torchscript_export(gm, inputs, None, 17, str(tmp_path))
     new, result, _ = _apply("cleanup_casts_reshapes", proto)
     assert result.modified and result.stats["shape_ops_removed"] >= 2, result
     assert op_counts(proto)["Reshape"] - op_counts(new)["Reshape"] == result.stats["shape_ops_removed"]
@@ -118,13 +118,15 @@ def test_cleanup_finds_nothing_in_dynamo_exports(sample, export_root):
 
 def test_fold_bias_add_keeps_a_dynamic_batch(tmp_path):
     """A folded 3-D linear reshapes back with -1 for the batch: other batch sizes still run."""
-    from accelc.capture import capture
+    from accelc.capture import graph_module_from_program
     from accelc.onnx.export import export_graph
 
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).eval()
     inputs = (torch.randn(2, 5, 16),)
-    export = export_graph(capture(model, inputs).graph_module, inputs, str(tmp_path))
-    assert export.dynamic_batch
+    spec = ({0: torch.export.Dim("batch", min=1, max=64)},)
+    gm = graph_module_from_program(torch.export.export(model, inputs, dynamic_shapes=spec, strict=False))
+    export = export_graph(gm, inputs, str(tmp_path), dynamic_shapes=spec)
+    assert export.dynamic_axes == {"input": {0: "batch"}}
     new, result, _ = _apply("fold_bias_add", export.model)
     assert result.stats["folded"] == 2 and op_counts(new).get("MatMul", 0) == 0
     for batch in (1, 3):
@@ -140,7 +142,7 @@ def test_fast_gelu_matches_the_gelu_op_with_tanh(tmp_path):
 
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(approximate="tanh")).eval()
     inputs = (torch.randn(4, 16),)
-    export = export_graph(capture(model, inputs).graph_module, inputs, str(tmp_path), static=True)
+    export = export_graph(capture(model, inputs).graph_module, inputs, str(tmp_path))
     new, result, _ = _apply("fuse_fast_gelu", export.model)
     assert result.stats["fast_gelu"] == 1 and op_counts(new).get("FastGelu") == 1, result
     with torch.inference_mode():
@@ -185,7 +187,7 @@ def test_attention_fusion_matches_sdpa_export(tmp_path, mask_kind):
         mask = torch.randn(1, 1, 8, 8)
     inputs = (torch.randn(1, 8, 32), mask)
     gm = capture(model, inputs).graph_module
-    export = export_graph(gm, inputs, str(tmp_path), static=True)
+    export = export_graph(gm, inputs, str(tmp_path))
     if mask_kind == "bool":
         assert op_counts(export.model).get("IsNaN", 0) == 1
     new, result, _ = _apply("fuse_attention", export.model)
@@ -282,18 +284,17 @@ def test_split_plan_covers_only_the_visible_keys():
 
 
 @pytest.mark.parametrize("static", [True, False])
-def test_split_causal_attention_fires_on_gpt2_and_is_exact(split_every_4_rows, static, tmp_path):
+def test_split_causal_attention_fires_on_gpt2_and_is_exact(split_every_4_rows, static, export_root, tmp_path):
     """GPT-2's causal mask is computed at run time from Shape(input_ids) (the batch size, when
-    the export is dynamic); the pass evaluates it, splits each attention into 4 query chunks, and
-    ORT gives the unsplit model's outputs to the bit."""
-    from accelc.onnx.export import export_graph
-
-    from accelc.capture import capture, double_batch
-
-    model, inputs, gm = captured("gpt2")
-    if not static:  # what accelerate exports: a capture with a symbolic batch
-        gm = capture(model, double_batch(inputs), dynamic_batch=True).graph_module
-    export = export_graph(gm, inputs, str(tmp_path / "export"), static=static)
+    the batch is dynamic); the pass evaluates it, splits each attention into 4 query chunks, and
+    ORT gives the unsplit model's outputs to the bit. (With the sequence length dynamic too it
+    refuses: test_onnx_dynamic.)"""
+    if static:
+        model, inputs, gm = captured("gpt2")
+        export = exported("gpt2", export_root)
+    else:  # the batch symbolic, the sequence length static
+        model, inputs, _, gm = captured_dynamic("gpt2", seq=False)
+        export = exported_dynamic("gpt2", export_root, seq=False)
     proto, _, _ = _apply("fuse_attention", export.model)
     new, result, _ = _apply("split_causal_attention", proto)
     assert result.modified and result.stats["split"] == 2, result
@@ -350,22 +351,18 @@ def test_split_causal_attention_waits_for_long_sequences(export_root):
 # --- drop_padded_keys: flash attention when the mask only pads keys --------------------------
 
 
-def _bert_dynamic(tmp_path):
-    """BERT exported as accelerate exports it (symbolic batch), with attention fused."""
-    from accelc.capture import capture, double_batch
-    from accelc.onnx.export import export_graph
-
-    model, inputs, _ = captured("bert")
-    gm = capture(model, double_batch(inputs), dynamic_batch=True).graph_module
-    proto, _, _ = _apply("fuse_attention", export_graph(gm, inputs, str(tmp_path / "export")).model)
+def _bert_dynamic(export_root):
+    """BERT exported as accelerate exports it (symbolic batch and sequence length), attention fused."""
+    model, inputs, _, gm = captured_dynamic("bert")
+    proto, _, _ = _apply("fuse_attention", exported_dynamic("bert", export_root).model)
     return model, inputs, gm, proto
 
 
-def test_drop_padded_keys_fires_on_bert_and_matches_eager_on_both_branches(tmp_path):
+def test_drop_padded_keys_fires_on_bert_and_matches_eager_on_both_branches(export_root, tmp_path):
     """One check per mask, one If per attention layer; whichever branch a batch takes, ORT gives
     eager's answers: same padding in every row and one row (then), rows padded differently or a
     row with no visible key (else)."""
-    model, inputs, gm, proto = _bert_dynamic(tmp_path)
+    model, inputs, gm, proto = _bert_dynamic(export_root)
     new, result, _ = _apply("drop_padded_keys", proto)
     assert result.modified and result.stats == {"unmasked": 0, "checked_at_run_time": 2}, result
     counts = op_counts(new)

@@ -14,7 +14,7 @@ import torch
 from accelc.runtime.onnxruntime import build_onnx_runtime, load_onnx_runtime, provider_plan
 from accelc.verify import compare_outputs, flat_outputs
 
-from onnx_samples import captured
+from onnx_samples import captured, captured_dynamic
 
 SAMPLES = ["mlp", "cnn", "resnet50", "bert", "gpt2", "vit"]
 
@@ -105,47 +105,20 @@ def test_torchscript_exporter_is_the_fallback(tmp_path, monkeypatch):
 
 
 def test_dynamic_batch_where_the_model_allows(tmp_path):
-    model, inputs, gm = captured("mlp")
-    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path))
-    assert report["export"]["dynamic_batch"]
+    model, inputs, spec, gm = captured_dynamic("mlp")
+    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path), dynamic_shapes=spec)
+    assert report["export"]["dynamic_axes"] == {"x": {"0": "batch"}}
+    assert runtime.meta["dynamic_axes"] == {"x": {"0": "batch"}} and "static" not in runtime.meta
     batch = torch.cat([inputs[0]] * 3)
     with torch.inference_mode():
         expected = model(batch)
     torch.testing.assert_close(runtime(batch), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
-def test_transformers_export_with_a_dynamic_batch(name, monkeypatch):
-    """A batch-1 capture writes the 1 into every view; accelerate() re-captures with a symbolic
-    batch for the export, so the ONNX model (attention still fused) runs other batch sizes.
-    GPT-2's causal mask, computed from the symbolic batch, is split on (chunks of 4 rows here:
-    the sample's 16 tokens are below the default); BERT's mask is read from an input and ViT has
-    none, so theirs stay whole."""
-    import accelc
-    from accelc.onnx.pass_base import discover_onnx_passes
-    from onnx_samples import load_sample
-
-    monkeypatch.setattr(discover_onnx_passes()["split_causal_attention"], "rows_per_chunk", 4)
-    torch.manual_seed(0)
-    model, inputs = load_sample(name)
-    fast = accelc.accelerate(model, inputs, backend="onnxruntime")
-    export = fast.report["onnx"]["export"]
-    assert fast.report["backend"] == "onnxruntime"
-    assert export["dynamic_batch"] and export["recaptured_for_dynamic_batch"], export
-    attention = next(r for r in fast.report["onnx"]["onnx_passes"] if r["name"] == "fuse_attention")
-    assert attention["stats"]["fused"] == attention["stats"]["attention_present"] == 2
-    split = next(r for r in fast.report["onnx"]["onnx_passes"] if r["name"] == "split_causal_attention")
-    assert (split["status"], split["stats"]["split"]) == (("applied", 2) if name == "gpt2" else ("unchanged", 0)), split
-    batch = tuple(torch.cat([x] * 3) for x in inputs)
-    with torch.inference_mode():
-        check = compare_outputs(fast(*batch), model(*batch))
-    assert check.ok, check.message
-
-
-def test_static_pins_shapes(tmp_path):
+def test_static_without_dynamic_shapes(tmp_path):
     _, inputs, gm = captured("mlp")
-    _, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path), static=True)
-    assert not report["export"]["dynamic_batch"]
+    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path))
+    assert report["export"]["dynamic_axes"] == {} and runtime.meta["dynamic_axes"] == {}
 
 
 def test_provider_plan_on_cpu_is_cpu_only(tmp_path):
@@ -154,19 +127,32 @@ def test_provider_plan_on_cpu_is_cpu_only(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("static", [False, True])
-def test_cuda_io_binding_and_cuda_graph(tmp_path, static):
-    model, inputs, gm = captured("bert")
-    runtime, report = build_onnx_runtime(gm, inputs, "cuda", "fp32", str(tmp_path), static=static)
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_cuda_io_binding_and_cuda_graph(tmp_path, dynamic):
+    """Static: IO binding into preallocated buffers, replayed by a CUDA graph. Dynamic (batch and
+    seq): no CUDA graph, ORT allocates each output at the call's size."""
+    from onnx_samples import inputs_at
+
+    if dynamic:
+        model, inputs, spec, gm = captured_dynamic("bert")
+    else:
+        (model, inputs, gm), spec = captured("bert"), None
+    probes = [inputs_at("bert", (3, 7)), inputs_at("bert", (2, 33))] if dynamic else None
+    runtime, report = build_onnx_runtime(gm, inputs, "cuda", "fp32", str(tmp_path), dynamic_shapes=spec, probe_inputs=probes)
     assert report["providers"]["used"] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
     assert runtime.io_binding
-    cuda_inputs = tuple(x.cuda() for x in inputs)
-    with torch.inference_mode():
-        expected = model.cuda()(*cuda_inputs)
-    for _ in range(3):  # replays reuse the captured CUDA graph's buffers
-        got = runtime(*cuda_inputs)
-        assert all(t.is_cuda for t in flat_outputs(got))
-        assert compare_outputs(got, expected).ok
+    assert report["verification"]["ok"], report["verification"]
+    model = model.cuda()
+    for feed in [inputs] + (probes or []):
+        cuda_inputs = tuple(x.cuda() for x in feed)
+        with torch.inference_mode():
+            expected = model(*cuda_inputs)
+        for _ in range(3):  # replays reuse the captured CUDA graph's buffers
+            got = runtime(*cuda_inputs)
+            assert all(t.is_cuda for t in flat_outputs(got))
+            assert compare_outputs(got, expected).ok
+    if dynamic:
+        assert not runtime.cuda_graph
 
 
 def test_int8_through_accelerate_and_plain_ort(tmp_path):
