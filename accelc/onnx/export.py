@@ -178,13 +178,38 @@ def _dynamo_export(gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes, opse
     inputs = grow_inputs(inputs, dynamic_shapes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.export.export(gm, tuple(inputs), dynamic_shapes=dynamic_shapes, strict=False)
+        try:
+            program = torch.export.export(gm, tuple(inputs), dynamic_shapes=dynamic_shapes, strict=False)
+        except Exception:
+            if dim_names(dynamic_shapes) is None:
+                raise
+            # torch.export checks a named Dim's range strictly: a guard the capture took for
+            # granted (a pooled size that is not 1 at the smallest images) fails it. Dim.AUTO on
+            # the same dims takes such guards as the capture did; the names are put back below.
+            log.debug("ONNX export with named dims failed; retrying with Dim.AUTO", exc_info=True)
+            program = torch.export.export(gm, tuple(inputs), dynamic_shapes=_as_auto(dynamic_shapes), strict=False)
         onnx_program = torch.onnx.export(program, tuple(inputs), dynamo=True, opset_version=opset, optimize=True, verbose=False)
     model = onnx_program.model_proto
     names = dim_names(dynamic_shapes)
     if names is not None:
         rename_dim_params(model, _placeholder_names(gm), names)
+        _check_dims_kept(model, _placeholder_names(gm), names)
     return model
+
+
+def _as_auto(dynamic_shapes):
+    """The same dims as ``dynamic_shapes``, each ``Dim.AUTO``."""
+    return tuple({d: torch.export.Dim.AUTO for d in axes} if axes else None for axes in dynamic_shapes)
+
+
+def _check_dims_kept(model: onnx.ModelProto, arg_names: list[str], names: list[dict[int, str | None]]) -> None:
+    """Raise when the export fixed a size the spec marks dynamic (the next export try then runs)."""
+    axes = model_dynamic_axes(model)
+    for arg, wanted in zip(arg_names, names):
+        if arg in axes:
+            fixed = [d for d in wanted if d not in axes[arg]]
+            if fixed:
+                raise OnnxExportError(f"the export fixed dims {fixed} of input {arg}, which are dynamic")
 
 
 class _Traceable(torch.nn.Module):
