@@ -15,7 +15,6 @@ import os
 import sys
 import time
 
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from run_suite import SAMPLES, load_sample, sample_inputs, sample_model  # noqa: E402
