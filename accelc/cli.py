@@ -72,9 +72,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    # --verbose is accepted before and after the subcommand: a parent parser shared by all of them,
+    # whose default is SUPPRESS there so a subcommand without the flag keeps the top-level value.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                         help="show tracebacks and library logs")
     parser = argparse.ArgumentParser(prog="accelc", description="Model-acceleration compiler for PyTorch.")
     parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and library logs")
+    parser.add_argument("--version", action="version", version=f"accelc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    original_add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: original_add_parser(*a, parents=[verbose], **k)
 
     p = sub.add_parser("optimize", help="capture, optimise, verify and save a model.py")
     p.add_argument("model", help="path to a model.py defining get_model() and get_inputs()")
@@ -97,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time accelc against eager, torch.compile and ONNX Runtime")
     p.add_argument("model", help="path to a model.py")
     p.add_argument("--against", default=None, help="comma-separated systems (default: all available)")
-    p.add_argument("--json", dest="json_path", default=None, help="also write the results as JSON to this file")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON to this file")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--max-autotune", action="store_true", help="add torch.compile(mode='max-autotune')")

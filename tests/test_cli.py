@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from accelc.cli import main
 from support import TINY_CNN
 from test_capture import UNTRACEABLE
 
@@ -104,3 +105,19 @@ def test_traceback_only_with_verbose(model_file, tmp_path):
     assert len(errors) == 1 and errors[0].startswith("accelc: error: model.py defines neither")
     verbose = subprocess.run(cmd + ["--verbose", "optimize", str(path), "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+
+
+def test_verbose_after_the_subcommand_and_version(cli, capsys):
+    code, out, err = cli("passes", "--verbose")
+    assert code == 0 and "fold_conv_bn" in out
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("accelc ")
+
+
+def test_bench_json_writes_the_file(cli, model_file, tmp_path):
+    path = model_file(TINY_CNN)
+    target = tmp_path / "bench.json"
+    code, out, err = cli("bench", path, "--against", "eager", "--seconds", "0.2", "--json", target)
+    assert code == 0, err
+    assert json.loads(target.read_text())["systems"]
