@@ -211,8 +211,7 @@ def load_artifact(path: str, device: str | None = None):
         raise ArtifactError(f"{model_path} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); re-create the artifact with `accelc optimize`") from exc
     dev = resolve_device(device or report.get("device", "cpu"))
     gm = graph_module_from_program(program).to(dev)
-    example = program.example_inputs[0] if program.example_inputs else ()
-    example = tuple(x.to(dev) for x in example) or inputs_from_report(report, dev)
+    example = _recorded_example(program, report, dev)
     signature = Signature.from_dict(report["signature"]) if report.get("signature") else None
     outputs = OutputStructure.from_dict(report["outputs"]) if report.get("outputs") else gm.meta["accelc_outputs"]
     if os.path.isfile(os.path.join(path, PLAN_FILE)):
@@ -239,6 +238,22 @@ def _load_partitioned(path: str, gm, report: dict):
     with open(os.path.join(path, PLAN_FILE), encoding="utf-8") as f:
         plan = fit_plan(gm, Plan.from_json(f.read()))
     return build_executor(gm, plan, microbatches=(report.get("partition") or {}).get("microbatches", 1))
+
+
+def _recorded_example(program, report: dict, device) -> tuple:
+    """The example inputs at the user's own sizes: the program's (exported with sizes 1 grown to 2,
+    by repeating the tensor) cut back to the sizes the report recorded. Runtime lowerings pack
+    weights for the example's sizes, so the size matters, not only the values."""
+    stored = tuple(program.example_inputs[0]) if program.example_inputs else ()
+    shapes = [spec["shape"] for spec in report.get("inputs", [])]
+    if not stored or len(shapes) != len(stored):
+        return inputs_from_report(report, device)
+    cut = []
+    for x, shape in zip(stored, shapes):
+        if x.dim() != len(shape) or any(want > have for want, have in zip(shape, x.shape)):
+            return inputs_from_report(report, device)
+        cut.append(x[tuple(slice(0, n) for n in shape)].contiguous().to(device))
+    return tuple(cut)
 
 
 def inputs_from_report(report: dict, device: torch.device, seed: int = 0) -> tuple:

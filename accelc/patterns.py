@@ -220,7 +220,14 @@ __all__ += ["BATCH_NORM_OPS", "is_batch_norm", "batch_norm_affine"]
 
 
 def infer_meta(node: torch.fx.Node) -> None:
-    """Fill ``node.meta['val']`` by running its op on its inputs' fake tensors (same fake mode)."""
+    """Fill ``node.meta['val']`` by running its op on its inputs' fake tensors (same fake mode).
+
+    Under symbolic shapes the fake kernel decides what it cannot prove (is a size 1? which layout
+    do the strides give?) size-obliviously, as for a size of 2 or more, and installs no guard: a
+    guard would make the example's answer a fact for every later question about those sizes."""
+    import contextlib
+
+    from torch.fx.experimental import _config as shape_config
     from torch.utils._pytree import tree_leaves, tree_map
 
     def val(a):
@@ -230,8 +237,13 @@ def infer_meta(node: torch.fx.Node) -> None:
     mode = next((v.fake_mode for v in tree_leaves((args, kwargs)) if hasattr(v, "fake_mode")), None)
     if mode is None:
         return
-    with mode:
-        node.meta["val"] = node.target(*args, **kwargs)
+    shape_env = getattr(mode, "shape_env", None)
+    with contextlib.ExitStack() as stack:
+        if shape_env is not None:
+            stack.enter_context(shape_config.patch(backed_size_oblivious=True))
+            stack.enter_context(shape_env.suppress_guards())
+        with mode:
+            node.meta["val"] = node.target(*args, **kwargs)
 
 
 def scalar_value(gm: torch.fx.GraphModule, x: Any) -> float | None:
@@ -253,3 +265,125 @@ def scalar_value(gm: torch.fx.GraphModule, x: Any) -> float | None:
 
 
 __all__ += ["infer_meta", "scalar_value"]
+
+
+# --- symbolic (dynamic) sizes ------------------------------------------------------------------
+#
+# A graph captured with dynamic shapes records sizes as ``torch.SymInt`` (``s0``, ``s0*s1``...),
+# each with a hint: its value in the example. Comparing SymInts with ``==`` or ``bool()`` asks the
+# ShapeEnv to *guard* on the hint's answer (and records that guard for every later query), so a
+# pass must never do it: the helpers below decide statically or report "unknown", without guards.
+
+
+def _sizes(value) -> tuple:
+    """The sizes held by ``value``: an int/SymInt, a sequence of them, a tensor or a node's val."""
+    if isinstance(value, torch.fx.Node):
+        value = value.meta.get("val")
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (int, torch.SymInt)):
+        return (value,)
+    return tuple(value)
+
+
+def is_static(value) -> bool:
+    """True when every size in ``value`` (an int/SymInt, a shape, a tensor, a node) is a plain number.
+
+    A node without a recorded tensor is not static (nothing is known about it)."""
+    from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
+    if isinstance(value, torch.fx.Node) and tensor_meta(value) is None:
+        return False
+    return all(is_concrete_int(d) for d in _sizes(value))
+
+
+def static_shape(node: Any) -> list[int] | None:
+    """A node's recorded shape as plain ints, or None when it is unknown or has a symbolic size."""
+    meta = tensor_meta(node)
+    if meta is None or not is_static(meta):
+        return None
+    return [int(d) for d in meta.shape]
+
+
+def example_sizes(gm: torch.fx.GraphModule, example_inputs: tuple) -> dict:
+    """The value of each input size symbol in ``example_inputs`` (``ctx.example_inputs``: the
+    user's example, which capture may have grown, a batch of 1 captured as 2), read off the graph's
+    placeholders; empty when they do not line up. For :func:`size_hint`."""
+    import sympy
+
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(example_inputs):
+        return {}
+    values = {}
+    for node, x in zip(placeholders, example_inputs):
+        meta = tensor_meta(node)
+        if meta is None or not isinstance(x, torch.Tensor) or x.dim() != meta.dim():
+            continue
+        for size, real in zip(meta.shape, x.shape):
+            if isinstance(size, torch.SymInt):
+                expr = sympy.sympify(size.node.shape_env.replace(size.node.expr))
+                if expr.is_Symbol:
+                    values.setdefault(expr, sympy.Integer(int(real)))
+    return values
+
+
+def size_hint(value, example: dict | None = None):
+    """The example's value of a size (an int for an int/SymInt, a tuple for a shape/tensor/node):
+    its expression at :func:`example_sizes`' values when given, else the capture's hint.
+
+    For optimisation choices only (a packing size, a tile), never for what the graph computes."""
+    from torch.fx.experimental.symbolic_shapes import optimization_hint
+
+    def one(size):
+        if isinstance(size, torch.SymInt) and example:
+            import sympy
+
+            expr = sympy.sympify(size.node.shape_env.replace(size.node.expr)).xreplace(example)
+            if expr.is_number:
+                return int(expr)
+        return optimization_hint(size)
+
+    if isinstance(value, (int, torch.SymInt)):
+        return one(value)
+    return tuple(one(d) for d in _sizes(value))
+
+
+def same_size(a, b) -> bool:
+    """True when ``a`` and ``b`` (sizes or shapes) are equal for every value of their symbols.
+
+    False when they differ, or when equality holds only for some inputs (``s0`` vs ``s1``):
+    decided from the symbolic expressions, never from hints, and without installing guards."""
+    from torch.fx.experimental.symbolic_shapes import statically_known_true, sym_eq
+
+    a, b = _sizes(a), _sizes(b)
+    if len(a) != len(b):
+        return False
+    return all(statically_known_true(sym_eq(x, y)) for x, y in zip(a, b))
+
+
+def known_one(size) -> bool:
+    """True when ``size`` is 1 for every input (a broadcast dimension)."""
+    return same_size(size, 1)
+
+
+def broadcasts_to(shape, target) -> bool:
+    """True when ``shape`` broadcasts to exactly ``target`` for every value of their symbols."""
+    shape, target = _sizes(shape), _sizes(target)
+    if len(shape) > len(target):
+        return False
+    return all(known_one(s) or same_size(s, t) for s, t in zip(reversed(shape), reversed(target)))
+
+
+def sym_size_node(graph: torch.fx.Graph, source: torch.fx.Node, dim: int) -> torch.fx.Node | int:
+    """``source.size(dim)`` for a graph argument: the int when static, else an ``aten.sym_size.int``
+    node (inserted at the current insertion point) whose val is the SymInt."""
+    size = tensor_meta(source).shape[dim]
+    if is_static(size):
+        return int(size)
+    node = graph.call_function(aten.sym_size.int, (source, dim))
+    node.meta["val"] = size
+    return node
+
+
+__all__ += ["is_static", "static_shape", "example_sizes", "size_hint", "same_size", "known_one", "broadcasts_to",
+            "sym_size_node"]

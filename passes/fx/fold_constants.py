@@ -4,11 +4,14 @@
 
 A node is constant when it is a pure, deterministic ATen call whose tensor arguments are all
 constant: ``get_attr`` weights and buffers, literals, and factories such as ``arange``/``zeros``.
-Because capture specialises shapes, ops that read only the *shape* of an input (``new_ones``,
-``zeros_like``...) are constant too. The pass evaluates the constant subgraph once, in graph
-order, and replaces each constant node that a non-constant node (or the output) uses, the
-frontier, by a ``get_attr`` of its value (weight transposes, position ids, masks built from
-static shapes).
+Ops that read only the *shape* of an input (``zeros_like``, ``ones_like``, ``full_like``) are
+constant too when that shape is static, and ``new_ones``/``new_zeros``/``new_full``, which read
+only its dtype and device, always are. Under symbolic shapes (a dynamic batch or sequence) a
+shape read of a symbolic shape (refused: "reads the symbolic shape of ..."), and everything
+computed from a size (``arange(sym_size(x, 1))``), stays in the graph: its value follows the input.
+The pass evaluates the constant subgraph once, in graph order, and replaces each constant node
+that a non-constant node (or the output) uses, the frontier, by a ``get_attr`` of its value
+(weight transposes, position ids, masks built from static shapes).
 
 Bounded: a frontier value larger than 4x the bytes of the constants it was computed from and
 larger than 1 MiB (``expand`` of a small buffer, a big ``zeros``) stays computed at run time,
@@ -24,13 +27,15 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import add_constant, aten, get_constant, has_mutating_user, is_op, tensor_meta
+from accelc.patterns import add_constant, aten, get_constant, has_mutating_user, is_op, static_shape, tensor_meta
 
 MAX_GROWTH = 4           # a folded value may be up to this many times its inputs' bytes ...
 MAX_FREE_BYTES = 1 << 20  # ... or up to this size, whichever is larger
 
-# Ops whose result depends on an input's shape, dtype and device only, never on its values.
-_SHAPE_ONLY = (aten.new_ones, aten.new_zeros, aten.new_full, aten.zeros_like, aten.ones_like, aten.full_like)
+# Ops whose result depends on an input's shape, dtype and device only, never on its values; the
+# new_* ones take their size as an argument and read only the dtype and device.
+_SHAPE_ONLY = (aten.zeros_like, aten.ones_like, aten.full_like)
+_DTYPE_ONLY = (aten.new_ones, aten.new_zeros, aten.new_full)
 
 
 def _nbytes(value) -> int:
@@ -50,12 +55,13 @@ def _foldable_op(node: torch.fx.Node) -> bool:
     return not any(isinstance(r.type, torch.NoneType) for r in schema.returns) and len(schema.returns) > 0
 
 
-def _shape_stand_in(node: torch.fx.Node):
-    """A real tensor with the static shape/dtype/device recorded for ``node`` (values unused)."""
-    meta = tensor_meta(node)
-    if meta is None or not all(isinstance(d, int) for d in meta.shape):
+def _shape_stand_in(node: torch.fx.Node, shape_matters: bool = True):
+    """A real tensor with the static shape/dtype/device recorded for ``node`` (values unused), or
+    None when that shape is unknown or symbolic (and ``shape_matters``)."""
+    meta, shape = tensor_meta(node), static_shape(node)
+    if meta is None or (shape is None and shape_matters):
         return None
-    return torch.zeros(meta.shape, dtype=meta.dtype, device=meta.device)
+    return torch.zeros(shape if shape_matters else (), dtype=meta.dtype, device=meta.device)
 
 
 class FoldConstants(Pass):
@@ -106,23 +112,24 @@ class FoldConstants(Pass):
     @staticmethod
     def _evaluate(node: torch.fx.Node, values: dict, ctx: PassContext):
         """The node's value when all its inputs are known constants (or shape-only reads)."""
-        shape_only = is_op(node, *_SHAPE_ONLY)
-        args_known = True
+        shape_only = is_op(node, *_SHAPE_ONLY, *_DTYPE_ONLY)
+        missing = []
 
         def lookup(arg):
-            nonlocal args_known
             if arg in values:
                 return values[arg]
             if shape_only and arg is node.args[0]:
-                stand_in = _shape_stand_in(arg)
+                stand_in = _shape_stand_in(arg, shape_matters=not is_op(node, *_DTYPE_ONLY))
                 if stand_in is not None:
                     return stand_in
-            args_known = False
+            missing.append(arg)
             return None
 
         args = torch.fx.node.map_arg(node.args, lookup)
         kwargs = torch.fx.node.map_arg(node.kwargs, lookup)
-        if not args_known:
+        if missing:
+            if shape_only and missing == [node.args[0]] and tensor_meta(node.args[0]) is not None:
+                ctx.refuse(node, f"reads the symbolic shape of {node.args[0].name}")
             return None
         try:
             with torch.no_grad():

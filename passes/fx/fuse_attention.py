@@ -19,6 +19,10 @@ boolean mask (``A = ¬B`` for masked_fill, ``B`` for where). A scale applied aft
 that mask's term too. Several terms are summed into one ``A``. Left different on purpose: a row
 whose keys are all masked with −∞ is NaN in eager and 0 in SDPA.
 
+Symbolic shapes: Q, Kᵀ and V must have the same batch dims and a mask must broadcast to the
+scores for *every* size the graph accepts, decided on the symbolic sizes (``s0`` matches ``s0``
+or a 1, never ``s1``) without installing guards; nothing in the rewrite depends on a size.
+
 Stats: ``fused`` blocks rewritten and ``present`` candidates (a softmax whose probabilities feed
 the left operand of a matmul); every candidate left alone is refused with the reason.
 """
@@ -32,7 +36,7 @@ import torch
 import torch.fx
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import aten, find_nodes, infer_meta, is_op, scalar_value, tensor_meta
+from accelc.patterns import aten, broadcasts_to, find_nodes, infer_meta, is_op, same_size, scalar_value, tensor_meta
 
 _SOFTMAX = (aten.softmax, aten._softmax, aten._safe_softmax)
 _MATMUL = (aten.matmul, aten.bmm)
@@ -246,7 +250,7 @@ def _check_operands(match: _Match) -> _Match | str:
         return "Q, Kᵀ or V has no recorded shape"
     if not (q.dim() == kt.dim() == v.dim() >= 3):
         return f"Q/Kᵀ/V ranks {q.dim()}/{kt.dim()}/{v.dim()} differ or are below 3"
-    if not (q.shape[:-2] == kt.shape[:-2] == v.shape[:-2]):
+    if not (same_size(q.shape[:-2], kt.shape[:-2]) and same_size(q.shape[:-2], v.shape[:-2])):
         return (f"Q/Kᵀ/V batch dims {tuple(q.shape[:-2])}/{tuple(kt.shape[:-2])}/{tuple(v.shape[:-2])} differ "
                 "(broadcasting matmul or grouped heads)")
     if not (q.dtype == kt.dtype == v.dtype == tensor_meta(match.pv).dtype) or not q.is_floating_point():
@@ -259,11 +263,7 @@ def _check_operands(match: _Match) -> _Match | str:
             return "the mask has no recorded shape"
         if term.tensor is not None and not mask.is_floating_point():
             return "the additive mask is not a floating tensor"
-        try:
-            fits = torch.broadcast_shapes(mask.shape, s.shape) == s.shape
-        except RuntimeError:
-            fits = False
-        if not fits:
+        if not broadcasts_to(mask, s):
             return f"mask shape {tuple(mask.shape)} does not broadcast to the scores {tuple(s.shape)}"
     return match
 

@@ -4,7 +4,7 @@
     relu(conv2d(x, W, b) + r)           ==> mkldnn._convolution_pointwise.binary(x_cl, r_cl, P, b, ..., "add", "relu")
     conv2d(x, W, b)                     ==> mkldnn._convolution_pointwise(x_cl, P, b, ..., "none")
 
-    P    = mkldnn._reorder_convolution_weight(W, padding, stride, dilation, groups, x.shape)
+    P    = mkldnn._reorder_convolution_weight(W, padding, stride, dilation, groups, x.shape)   (at the example)
     x_cl = x in channels-last memory format (a no-op when it already is)
 
 This is what Inductor's CPU freezing does, without code generation: the weight is reordered once,
@@ -13,6 +13,17 @@ per call), activations flow in channels-last (NHWC, oneDNN's fast layout for bat
 bias, the ReLU (or SiLU, sigmoid, tanh, hardswish) and a residual add are applied inside the
 convolution kernel instead of as separate passes over memory. Values are the same convolution
 sums; only the summation order inside oneDNN may differ (fp32 rounding).
+
+Symbolic shapes (a dynamic batch, height or width): the input size only steers which blocked
+layout oneDNN picks. Each call builds its primitive for the real input, and ideep reorders a
+weight whose layout is not the one that primitive wants (``reorder_if_differ_in``), so a weight
+packed for one size computes the same sums at every size (bitwise the same as one packed for that
+size, in checks at batch 1-32 and 5x7 to 224x224 on ResNet/CNN-style convs), but that reorder
+runs on every call: ResNet-50 at batch 1 ran 1.8x slower on weights packed for batch 2 (2-core
+Xeon). So the weight is packed for the sizes at ``ctx.example_inputs``, the user's example
+(capture grows a batch of 1 to 2), or else at the capture's hints. Inductor's freezing passes the
+dense weight instead when the shape is symbolic; that measured 1.4x slower than packing for the
+size that runs.
 
 Run it after ``fold_conv_bn`` (a BatchNorm between conv and ReLU blocks the epilogue). The
 prepacked weights are opaque oneDNN tensors: the rewritten graph runs in the PyTorch runtime on
@@ -25,8 +36,8 @@ from __future__ import annotations
 import torch
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import (add_opaque_constant, aten, find_nodes, get_constant, is_op, make_outputs_contiguous, only_user,
-                             remove_unused_constants, tensor_meta)
+from accelc.patterns import (add_opaque_constant, aten, example_sizes, find_nodes, get_constant, is_op, is_static,
+                             make_outputs_contiguous, only_user, remove_unused_constants, same_size, size_hint, tensor_meta)
 
 mkldnn = torch.ops.mkldnn
 
@@ -66,7 +77,7 @@ def _epilogue(conv: torch.fx.Node):
         in_place_on_other = is_op(user, aten.add_) and user.args[0] is not conv
         out, res = tensor_meta(conv), tensor_meta(other)
         if not in_place_on_other and isinstance(other, torch.fx.Node) and other is not conv and out is not None and res is not None \
-                and res.shape == out.shape and res.dtype == out.dtype:
+                and same_size(res, out) and res.dtype == out.dtype:
             after = only_user(user)
             if after is not None and is_op(after, aten.relu, aten.relu_):
                 return [conv, user, after], "relu", other
@@ -88,6 +99,7 @@ class FuseConvPointwise(Pass):
         if ctx.device.type != "cpu" or not torch.backends.mkldnn.is_available():
             return PassResult(modified=False, stats={"fused": 0})
         fused = epilogues = 0
+        example = example_sizes(gm, ctx.example_inputs)  # the sizes to prepack for (module docstring)
         channels_last: set[torch.fx.Node] = set()  # fused outputs, already in channels-last format
         for conv in find_nodes(gm, aten.conv2d, aten.convolution):
             params = _conv_params(conv)
@@ -103,11 +115,15 @@ class FuseConvPointwise(Pass):
                 ctx.refuse(conv, "conv weight or bias is not a constant")
                 continue
             if weight.dtype != torch.float32 or weight.dim() != 4 or x_meta is None or x_meta.dim() != 4 \
-                    or x_meta.dtype != torch.float32 or not all(isinstance(d, int) for d in x_meta.shape):
-                ctx.refuse(conv, "only fp32 batched 2-D convs with static shapes are prepacked")
+                    or x_meta.dtype != torch.float32:
+                ctx.refuse(conv, "only fp32 batched 2-D convs are prepacked")
                 continue
-            if self.prepack_weights:
-                packed = mkldnn._reorder_convolution_weight(weight, padding, stride, dilation, groups, list(x_meta.shape))
+            if not is_static(x_meta.shape[1]):
+                ctx.refuse(conv, "the input's channel count is symbolic")
+                continue
+            if self.prepack_weights:  # for the example's sizes: any size runs, that one fastest
+                sizes = list(size_hint(x_meta, example))
+                packed = mkldnn._reorder_convolution_weight(weight, padding, stride, dilation, groups, sizes)
             else:
                 packed = weight.contiguous(memory_format=torch.channels_last)
             chain, unary, residual = _epilogue(conv)

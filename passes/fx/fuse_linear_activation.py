@@ -12,6 +12,11 @@ output. With ``use_gelu`` the CPU kernel applies the exact (erf) GELU, identical
 ``gelu(approximate="none")``; the CUDA kernel uses the tanh approximation instead, so GELU is
 fused only on CPU and only the exact form (``approximate="tanh"`` is left alone everywhere).
 Linears without bias are left alone (the fused op needs a bias).
+
+Symbolic shapes: ``in`` and ``out`` come from the constant weight, so only the leading sizes can
+be symbolic. ``x2d`` needs none of them (``-1``), and the view back takes each from ``x`` at run
+time: ``-1`` for the first symbolic one, ``sym_size(x, d)`` for any other, so the rewrite holds at
+every batch and sequence length.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import aten, find_nodes, is_op, only_user, tensor_meta
+from accelc.patterns import aten, find_nodes, infer_meta, is_op, is_static, only_user, sym_size_node, tensor_meta
 
 _RELU = (aten.relu, aten.relu_)
 
@@ -48,8 +53,11 @@ class FuseLinearActivation(Pass):
             if use_gelu is None:
                 continue
             out = tensor_meta(gemm)
-            if out is None or not out.is_floating_point() or not all(isinstance(d, int) for d in out.shape):
-                ctx.refuse(act, "linear output has no static floating-point shape")
+            if out is None or not out.is_floating_point():
+                ctx.refuse(act, "linear output has no recorded floating-point type")
+                continue
+            if not is_static(out.shape[-1]):
+                ctx.refuse(act, "the linear's output feature size is symbolic")
                 continue
             replacement = self._rewrite(gm, ctx, gemm, act, use_gelu, out)
             if replacement is None:
@@ -78,11 +86,35 @@ class FuseLinearActivation(Pass):
         if bias is None or bias_meta is None or bias_meta.dim() != 1 or x_meta is None:
             ctx.refuse(act, "linear has no 1-D bias")
             return None
+        if not is_static(x_meta.shape[-1]):
+            ctx.refuse(act, "the linear's input feature size is symbolic")
+            return None
         with graph.inserting_before(act):
-            flat = x if x_meta.dim() == 2 else graph.call_function(aten.reshape.default, (x, [-1, x_meta.shape[-1]]))
+            flat = x
+            if x_meta.dim() != 2:
+                flat = graph.call_function(aten.reshape.default, (x, [-1, int(x_meta.shape[-1])]))
+                infer_meta(flat)
             weight_t = graph.call_function(aten.t.default, (weight,))
+            infer_meta(weight_t)
             node = graph.call_function(aten._addmm_activation.default, (bias, flat, weight_t), kwargs)
             if out.dim() != 2:
-                node = graph.call_function(aten.view.default, (node, list(out.shape)))
+                infer_meta(node)
+                node = graph.call_function(aten.view.default, (node, _lead_shape(graph, x, x_meta) + [int(out.shape[-1])]))
         node.meta["val"] = out
         return node
+
+
+def _lead_shape(graph, x: torch.fx.Node, x_meta) -> list:
+    """``x``'s sizes but the last as a view argument: ints where static, ``-1`` for the first
+    symbolic size, ``sym_size(x, d)`` nodes for the others."""
+    lead = x_meta.shape[:-1]
+    shape, free = [], not any(is_static(size) and int(size) == 0 for size in lead)  # -1 is ambiguous in 0 elements
+    for d in range(len(lead)):
+        if is_static(x_meta.shape[d]):
+            shape.append(int(x_meta.shape[d]))
+        elif free:
+            shape.append(-1)
+            free = False
+        else:
+            shape.append(sym_size_node(graph, x, d))
+    return shape

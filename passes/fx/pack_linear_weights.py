@@ -10,7 +10,10 @@ copies ("packs") its weight operand into MKL's blocked layout on every call; pac
 the graph is loaded removes that copy, which is most of the non-FLOP work for the K×N weights of
 a transformer at batch 1 (measured on a 2-core Xeon, M=128: 768→768 0.66 → 0.57 ms, 768→3072
 2.94 → 2.50 ms, 3072→768 2.96 → 2.51 ms). It is what Inductor's CPU freezing does for fp32.
-M is only the packing hint; other row counts run correctly.
+M is only the packing hint; other row counts run correctly. Under symbolic shapes (a dynamic
+batch or sequence) M is the row count at ``ctx.example_inputs``, the user's example (capture
+grows a batch of 1 to 2), or else at the capture's hints, as Inductor's freezing does for its
+mkldnn packing; the graph keeps reading ``x``'s rows at run time.
 
 Costs: the packed copy sits beside the dense weight (MKL's op keeps both), so linear weights
 take twice the memory. The packed tensor is opaque (no storage), so this is a PyTorch-runtime
@@ -24,8 +27,8 @@ import math
 import torch
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import (add_constant, add_opaque_constant, aten, find_nodes, get_constant, remove_unused_constants,
-                             tensor_meta)
+from accelc.patterns import (add_constant, add_opaque_constant, aten, example_sizes, find_nodes, get_constant,
+                             is_static, remove_unused_constants, size_hint, tensor_meta)
 
 
 def _mkl_available() -> bool:
@@ -41,8 +44,9 @@ class PackLinearWeights(Pass):
         if ctx.device.type != "cpu" or ctx.precision != "fp32" or not _mkl_available():
             return PassResult(modified=False, stats={"packed": 0})
         packed = 0
+        example = example_sizes(gm, ctx.example_inputs)
         for node in find_nodes(gm, aten.linear, aten.addmm):
-            operands = self._operands(gm, node, ctx)
+            operands = self._operands(gm, node, ctx, example)
             if operands is None:
                 continue
             x, weight, weight_node, bias_node, rows = operands
@@ -62,7 +66,7 @@ class PackLinearWeights(Pass):
         return PassResult(modified=packed > 0, stats={"packed": packed})
 
     @staticmethod
-    def _operands(gm, node, ctx):
+    def _operands(gm, node, ctx, example):
         """(x, N×K weight, its node or None if it must be made, bias node, rows) or None."""
         if node.target is aten.linear.default:
             x, weight_node = node.args[0], node.args[1]
@@ -83,13 +87,16 @@ class PackLinearWeights(Pass):
             return None
         x_meta = tensor_meta(x)
         if weight.dtype != torch.float32 or weight.dim() != 2 or x_meta is None or x_meta.dtype != torch.float32 \
-                or x_meta.dim() < 2 or not all(isinstance(d, int) for d in x_meta.shape):
-            ctx.refuse(node, "only fp32 linears with static input shapes are packed")
+                or x_meta.dim() < 2:
+            ctx.refuse(node, "only fp32 linears with an input of rank 2 or more are packed")
+            return None
+        if not is_static(x_meta.shape[-1]):
+            ctx.refuse(node, "the input's feature size is symbolic")
             return None
         if bias is not None and bias.dtype != torch.float32:
             ctx.refuse(node, "bias is not fp32")
             return None
-        rows = math.prod(x_meta.shape[:-1])
+        rows = max(1, math.prod(size_hint(x_meta.shape[:-1], example)))  # the packing hint: the example's rows
         if node.target is aten.addmm.default:  # transposed only now that it will be used
             return x, weight.t().contiguous(), None, bias_node, rows
         return x, weight, weight_node, bias_node, rows

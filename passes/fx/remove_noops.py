@@ -6,6 +6,7 @@
     contiguous(x, fmt)                    ==> x      (x already contiguous in fmt)
     to(x, same dtype, same device)        ==> x      (no copy=True, strides kept)
     view/reshape/expand(x, x.shape)       ==> x
+    slice(x, d, 0, end)                   ==> x      (end >= x.size(d), step 1: the whole dim)
     x * 1 | 1 * x | x / 1                 ==> x      (1 a literal or an all-ones constant)
     x + 0 | 0 + x | x - 0                 ==> x      (0 a literal or an all-zeros constant)
 
@@ -13,6 +14,11 @@ Each rewrite is the identity on values (``x + 0`` may turn ``-0.0`` into ``+0.0`
 equal). The conditions keep it the identity on shape, dtype and strides too: broadcasting against
 the constant must not change the shape, type promotion must not change the dtype, and the result
 must have the strides of ``x`` so later ``view`` calls see what they saw before.
+
+Symbolic shapes: sizes and strides are compared as expressions (``s0`` equals ``s0``, never
+``s1``, whatever the example had), without installing guards, so an op is removed only when it
+is the identity at every shape the graph accepts; ``expand(x, [s0, 4])`` of an ``x`` of shape
+``[s1, 4]`` stays.
 
 Removing a copy (``clone``, ``to``, ``x * 1``...) makes its users share ``x``'s memory, so it is
 refused when the copy or ``x`` is mutated in place, or when a graph input would be returned as an
@@ -26,10 +32,10 @@ import numbers
 import torch
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import aten, get_constant, is_op, tensor_meta
+from accelc.patterns import aten, get_constant, is_op, same_size, tensor_meta
 
 _ALWAYS_IDENTITY = (aten.alias, aten.detach, aten.lift_fresh_copy)
-_SAME_SHAPE_IDENTITY = (aten.view, aten.reshape, aten.expand, aten._unsafe_view)
+_SAME_SHAPE_IDENTITY = (aten.view, aten.reshape, aten.expand, aten._unsafe_view, aten.slice)
 _COPIES = (aten.clone, aten.contiguous, aten.to, aten._to_copy)
 # op -> (neutral element, may the neutral element come first?)
 _ARITHMETIC = {aten.mul: (1, True), aten.div: (1, False), aten.add: (0, True), aten.sub: (0, False)}
@@ -52,8 +58,8 @@ def _named_args(node: torch.fx.Node) -> dict:
 
 def _is_value(gm, arg, value) -> bool:
     """True when ``arg`` is the number ``value`` or a small constant tensor filled with it."""
-    if isinstance(arg, bool):
-        return False
+    if isinstance(arg, (bool, torch.SymInt, torch.SymFloat, torch.SymBool)):
+        return False  # a symbolic scalar is the neutral element only for some inputs
     if isinstance(arg, numbers.Number):
         return arg == value
     tensor = get_constant(gm, arg)
@@ -98,12 +104,12 @@ class RemoveNoops(Pass):
         if is_op(node, *_ALWAYS_IDENTITY):
             return source
         out, inp = tensor_meta(node), tensor_meta(source)
-        if out is None or inp is None or out.dtype != inp.dtype or out.device != inp.device or out.shape != inp.shape:
+        if out is None or inp is None or out.dtype != inp.dtype or out.device != inp.device or not same_size(out, inp):
             return None
         if is_op(node, *_COPIES):
             kind = "copy"
         if kind == "copy":
-            if out.stride() != inp.stride():
+            if not same_size(out.stride(), inp.stride()):
                 return None
             if self._copy_is_observable(node, source):
                 ctx.refuse(node, "its result or its input is mutated in place or returned, so the copy is observable")
@@ -114,6 +120,10 @@ class RemoveNoops(Pass):
         if is_op(node, *_SAME_SHAPE_IDENTITY):
             if any(_mutates(user) for user in node.users):
                 return None
+            if is_op(node, aten.slice):  # same shape from offset 0, step 1: the same view of x
+                named = _named_args(node)
+                if named.get("start") not in (None, 0) or named.get("step", 1) != 1:
+                    return None
             return source
         return None
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from accelc.capture import capture
-from pass_testing import captured, count_ops, run_pass
+from pass_testing import baked_sizes, captured, captured_dynamic, count_ops, inputs_at_shapes, run_pass, run_pass_at_shapes
 
 aten = torch.ops.aten
 PERMUTES = (aten.transpose, aten.permute, aten.t)
@@ -56,3 +56,11 @@ def test_does_not_fire_on_single_or_shared_transposes():
     single = capture(nn.Sequential(nn.Flatten(0)), (torch.randn(3, 4),)).graph_module
     _, record, _ = run_pass("cancel_transposes", single, (torch.randn(3, 4),))
     assert record.status == "no change"
+
+
+def test_symbolic_shapes_bert():
+    # Permutations read only ranks: the same rewrite at every batch and sequence length.
+    model, inputs, gm = captured_dynamic("bert")
+    new, record, _ = run_pass_at_shapes("cancel_transposes", gm, model, inputs_at_shapes("bert", gm, inputs))
+    assert record.status == "fired" and record.stats == {"cancelled": 0, "composed": 2}
+    assert not baked_sizes(gm, new)

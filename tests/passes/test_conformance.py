@@ -71,3 +71,25 @@ def test_default_pipeline_is_a_fixed_point(sample):
     _assert_matches_eager(model, once, inputs, "fp32")
     twice, records = PassManager(passes, verify=True).run(once, PassContext(example_inputs=inputs))
     assert [r.name for r in records if r.status != UNCHANGED] == []
+
+
+@pytest.mark.parametrize("sample", ["bert", "resnet50"])
+def test_pipelines_under_symbolic_shapes(sample):
+    # The default pipeline then the CPU runtime lowerings on a dynamic capture (each pass is
+    # verified at other shapes in its own tests): the end result gives eager's answers at other
+    # batch sizes and sequence lengths / image sizes, and no pass installed a guard.
+    from accelc.pipeline import RUNTIME_PIPELINES
+    from accelc.verify import Verifier
+    from pass_testing import baked_sizes, captured_dynamic, inputs_at_shapes, shape_env
+
+    model, inputs, gm = captured_dynamic(sample)
+    input_sets = inputs_at_shapes(sample, gm, inputs)
+    guards = len(shape_env(gm).guards)
+    passes = resolve(DEFAULT_PIPELINE + RUNTIME_PIPELINES["cpu"], discover())
+    final, records = PassManager(passes, verify=False).run(gm, PassContext(example_inputs=inputs))
+    assert all(r.status in (FIRED, UNCHANGED) for r in records), [(r.name, r.status, r.reason) for r in records]
+    assert len(shape_env(gm).guards) == guards
+    with torch.inference_mode():
+        comparison, _ = Verifier(input_sets, [model(*x) for x in input_sets]).check(final)
+    assert comparison.ok, comparison.message
+    assert not baked_sizes(gm, final)

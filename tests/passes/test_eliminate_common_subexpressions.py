@@ -4,6 +4,7 @@ import torch
 
 from accelc.capture import capture
 from accelc.patterns import aten
+from pass_testing import baked_sizes, captured_dynamic, inputs_at_shapes, run_pass_at_shapes
 
 
 class Duplicated(torch.nn.Module):
@@ -52,3 +53,12 @@ def test_fires_on_a_real_capture(captured, run_pass):
     model, inputs, gm = captured("bert")
     new_gm, record, _ = run_pass("eliminate_common_subexpressions", gm, inputs)
     assert record.status in ("fired", "no change") and record.reason is None
+
+
+def test_symbolic_shapes_gpt2(count_ops):
+    # Duplicate sym_size reads and shape-built masks merge like any pure call.
+    model, inputs, gm = captured_dynamic("gpt2")
+    input_sets = inputs_at_shapes("gpt2", gm, inputs)
+    new_gm, record, _ = run_pass_at_shapes("eliminate_common_subexpressions", gm, model, input_sets)
+    assert record.status == "fired" and record.stats["merged"] > 0
+    assert not baked_sizes(gm, new_gm)

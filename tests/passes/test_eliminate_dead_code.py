@@ -4,6 +4,7 @@ import torch
 
 from accelc.capture import capture
 from accelc.patterns import aten
+from pass_testing import baked_sizes, captured_dynamic, inputs_at_shapes, run_pass_at_shapes
 
 
 class Wasteful(torch.nn.Module):
@@ -50,3 +51,10 @@ def test_manual_dead_node_is_removed(run_pass):
     gm.recompile()
     new_gm, record, _ = run_pass("eliminate_dead_code", gm, (x,))
     assert record.status == "fired" and not any(n.target is aten.sin.default for n in new_gm.graph.nodes)
+
+
+def test_symbolic_shapes_bert():
+    model, inputs, gm = captured_dynamic("bert")
+    new_gm, record, _ = run_pass_at_shapes("eliminate_dead_code", gm, model, inputs_at_shapes("bert", gm, inputs))
+    assert record.status == "fired" and record.stats["removed"] > 0
+    assert not baked_sizes(gm, new_gm)

@@ -4,7 +4,9 @@ import torch
 from torch import nn
 
 from accelc.capture import capture
-from pass_testing import captured, count_ops, run_pass
+from accelc.patterns import find_nodes
+from pass_testing import (baked_sizes, capture_dynamic, captured, captured_dynamic, count_ops, inputs_at_shapes, run_pass,
+                          run_pass_at_shapes)
 
 aten = torch.ops.aten
 
@@ -69,3 +71,35 @@ def test_does_not_fire_on_mlp():
     _, inputs, gm = captured("mlp")
     _, record, _ = run_pass("fold_constants", gm, inputs)
     assert record.status == "no change"
+
+
+def _sized_aranges(gm):
+    """arange calls whose length is a symbolic size (a node), not a literal."""
+    return [n for n in find_nodes(gm, aten.arange) if isinstance(n.args[0], torch.fx.Node)]
+
+
+def test_symbolic_shapes_bert():
+    model, inputs, gm = captured_dynamic("bert")
+    new, record, ctx = run_pass_at_shapes("fold_constants", gm, model, inputs_at_shapes("bert", gm, inputs))
+    assert record.status == "fired" and record.stats["folded"] >= 2
+    assert count_ops(new, aten.new_ones) == 0  # reads only its input's dtype and device
+    assert len(_sized_aranges(new)) == len(_sized_aranges(gm)) > 0  # position ids follow the sequence
+    assert not baked_sizes(gm, new)
+
+
+class _FullLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("b", torch.randn(4))
+
+    def forward(self, x):
+        return x + torch.full_like(x, 2.0) * self.b.exp()
+
+
+def test_does_not_fold_a_read_of_a_symbolic_shape():
+    model = _FullLike().eval()
+    inputs, gm = capture_dynamic(model, (torch.randn(1, 4),))
+    new, record, ctx = run_pass_at_shapes("fold_constants", gm, model, inputs_at_shapes("full_like", gm, inputs))
+    assert record.status == "fired" and count_ops(new, aten.exp) == 0  # the weight-only part folds
+    assert count_ops(new, aten.full_like) == 1
+    assert [r.reason for r in ctx.refusals] == ["reads the symbolic shape of x"]

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from accelc.capture import capture
-from pass_testing import captured, count_ops, run_pass
+from pass_testing import baked_sizes, captured, captured_dynamic, count_ops, inputs_at_shapes, run_pass, run_pass_at_shapes
 
 aten = torch.ops.aten
 BN = (aten.batch_norm, aten._native_batch_norm_legit_no_training)
@@ -69,3 +69,12 @@ def test_does_not_fire_when_conv_output_has_two_users():
     new, record, ctx = run_pass("fold_conv_bn", gm, inputs)
     assert record.status == "no change" and count_ops(new, *BN) == 1
     assert any("2 users" in r.reason for r in ctx.refusals)
+
+
+@pytest.mark.parametrize("sample, folds", [("cnn", 5), ("resnet50", 17)])
+def test_symbolic_shapes(sample, folds):
+    # Only weights change: the fold holds at every batch and image size.
+    model, inputs, gm = captured_dynamic(sample)
+    new, record, _ = run_pass_at_shapes("fold_conv_bn", gm, model, inputs_at_shapes(sample, gm, inputs))
+    assert record.status == "fired" and record.stats["folded"] == folds
+    assert count_ops(new, *BN) == 0 and not baked_sizes(gm, new)

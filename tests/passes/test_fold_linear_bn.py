@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from accelc.capture import capture
-from pass_testing import count_ops, run_pass
+from pass_testing import baked_sizes, capture_dynamic, count_ops, inputs_at_shapes, run_pass, run_pass_at_shapes
 
 aten = torch.ops.aten
 
@@ -51,3 +51,11 @@ def test_does_not_fire_on_3d_activation():
     new, record, ctx = run_pass("fold_linear_bn", capture(model, inputs).graph_module, inputs)
     assert record.status == "no change" and count_ops(new, aten.batch_norm) == 1
     assert any("not 2-D" in r.reason for r in ctx.refusals)
+
+
+def test_symbolic_batch():
+    model = _model(bias=True)
+    inputs, gm = capture_dynamic(model, (torch.randn(3, 5),))
+    new, record, _ = run_pass_at_shapes("fold_linear_bn", gm, model, inputs_at_shapes("linear_bn", gm, inputs))
+    assert record.status == "fired" and record.stats["folded"] == 1
+    assert count_ops(new, aten.batch_norm) == 0 and not baked_sizes(gm, new)

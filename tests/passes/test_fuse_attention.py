@@ -10,7 +10,9 @@ from torch import nn
 
 from accelc.capture import capture
 from accelc.verify import compare_outputs, verification_inputs
-from pass_testing import captured, count_ops, run_pass
+from accelc.patterns import size_hint
+from pass_testing import (baked_sizes, capture_dynamic, captured, captured_dynamic, count_ops, fresh_size, inputs_at_shapes,
+                          run_pass, run_pass_at_shapes, shape_env)
 
 aten = torch.ops.aten
 SDPA = aten.scaled_dot_product_attention
@@ -145,3 +147,33 @@ def test_scale_after_mask_scales_the_mask():
     new_gm, record, _ = run_pass("fuse_attention", gm, inputs)
     assert record.stats == {"fused": 1, "present": 1}
     _assert_matches_eager(model, new_gm, inputs)
+
+
+@pytest.mark.parametrize("sample", ["bert", "gpt2", "vit"])
+def test_fires_under_symbolic_shapes(sample):
+    # BERT's padding mask and GPT-2's causal mask are [batch, 1, seq, seq], built from symbolic sizes.
+    model, inputs, gm = captured_dynamic(sample)
+    new_gm, record, ctx = run_pass_at_shapes("fuse_attention", gm, model, inputs_at_shapes(sample, gm, inputs))
+    assert record.status == "fired", record.reason
+    assert record.stats == {"fused": 2, "present": 2} and not ctx.refusals
+    assert count_ops(new_gm, SDPA) == 2 and count_ops(new_gm, aten.softmax, aten._softmax) == 0
+    assert not baked_sizes(gm, new_gm)
+
+
+class _MaskedAttention(nn.Module):
+    def forward(self, q, k, v, mask):
+        return torch.softmax(q @ k.transpose(-1, -2) * 0.5 + mask, dim=-1) @ v
+
+
+def test_mask_batch_that_only_the_example_shares_is_refused():
+    model = _MaskedAttention()
+    inputs, gm = capture_dynamic(model, _qkv(torch.zeros(1, 1, 5, 5)))
+    mask = [n for n in gm.graph.nodes if n.op == "placeholder"][-1]
+    val = mask.meta["val"]
+    with val.fake_mode:  # as if the mask had a batch of its own, the same as Q's in the example
+        mask.meta["val"] = torch.empty(fresh_size(gm, size_hint(val.shape[0]), "mask_batch"), *val.shape[1:])
+    guards = len(shape_env(gm).guards)
+    new_gm, record, ctx = run_pass("fuse_attention", gm, inputs)
+    assert record.status == "no change" and count_ops(new_gm, SDPA) == 0
+    assert len(ctx.refusals) == 1 and "does not broadcast" in ctx.refusals[0].reason
+    assert len(shape_env(gm).guards) == guards

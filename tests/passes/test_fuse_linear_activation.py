@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from accelc.capture import capture
-from pass_testing import captured, count_ops, run_pass
+from pass_testing import baked_sizes, captured, captured_dynamic, count_ops, inputs_at_shapes, run_pass, run_pass_at_shapes
 
 aten = torch.ops.aten
 
@@ -44,3 +44,13 @@ def test_does_not_fire_on_tanh_gelu_biasless_or_shared():
     model, inputs = _NotFusable().eval(), (torch.randn(2, 3, 4),)
     new, record, _ = run_pass("fuse_linear_activation", capture(model, inputs).graph_module, inputs)
     assert record.status == "no change" and count_ops(new, aten._addmm_activation) == 0
+
+
+def test_symbolic_batch_and_sequence():
+    # The view back to [batch, seq, out] reads the sizes from x at run time (-1, sym_size).
+    for sample in ("mlp", "bert"):
+        model, inputs, gm = captured_dynamic(sample)
+        new, record, ctx = run_pass_at_shapes("fuse_linear_activation", gm, model, inputs_at_shapes(sample, gm, inputs))
+        assert record.status == "fired" and record.stats["fused"] == 2 and not ctx.refusals
+        assert count_ops(new, aten._addmm_activation) == 2
+        assert not baked_sizes(gm, new)

@@ -11,7 +11,7 @@ from accelc.pass_base import PassContext
 from accelc.pass_manager import PassManager
 from accelc.verify import Verifier, compare_outputs, tolerance, verification_inputs
 from accelc_passes.fx.lower_precision import LowerPrecision
-from pass_testing import captured, load_sample, run_pass
+from pass_testing import baked_sizes, captured, captured_dynamic, inputs_at_shapes, load_sample, run_pass, run_pass_at_shapes
 
 aten = torch.ops.aten
 
@@ -103,3 +103,12 @@ def test_keeps_the_layer_that_breaks_tolerance_in_fp32():
     assert any("kept layer blocks.1 in fp32" in r["reason"] for r in fast.report["refusals"])
     assert all(e["ok"] for e in meta["outputs"])
     assert fast.report["verification"]["ok"]
+
+
+@pytest.mark.parametrize("sample", ["cnn", "bert"])
+def test_symbolic_shapes_bf16(sample):
+    # The casts' fake strides are worked out without guards (a CNN's pooled sizes may be 1).
+    model, inputs, gm = captured_dynamic(sample)
+    new, record, _ = run_pass_at_shapes("lower_precision", gm, model, inputs_at_shapes(sample, gm, inputs), precision="bf16")
+    assert record.status == "fired", record.reason
+    assert not baked_sizes(gm, new)

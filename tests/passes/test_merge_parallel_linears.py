@@ -8,7 +8,7 @@ from torch import nn
 
 from accelc.capture import capture
 from accelc.verify import compare_outputs, verification_inputs
-from pass_testing import captured, count_ops, run_pass
+from pass_testing import baked_sizes, captured, captured_dynamic, count_ops, inputs_at_shapes, run_pass, run_pass_at_shapes
 
 aten = torch.ops.aten
 
@@ -91,3 +91,12 @@ def test_must_not_fire(module, inputs, refused):
     new_gm, record, ctx = run_pass("merge_parallel_linears", gm, inputs)
     assert record.status == "no change" and count_ops(new_gm, aten.linear) == 2
     assert bool(ctx.refusals) == refused
+
+
+@pytest.mark.parametrize("sample", ["bert", "vit"])
+def test_symbolic_shapes(sample):
+    # Weights decide the split sizes; the batch and sequence stay symbolic.
+    model, inputs, gm = captured_dynamic(sample)
+    new_gm, record, _ = run_pass_at_shapes("merge_parallel_linears", gm, model, inputs_at_shapes(sample, gm, inputs))
+    assert record.status == "fired" and record.stats == {"merged": 2, "linears": 6}
+    assert not baked_sizes(gm, new_gm)

@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 from accelc.capture import capture
-from pass_testing import captured, count_ops, run_pass
+from accelc.patterns import is_op, size_hint
+from pass_testing import (baked_sizes, capture_dynamic, captured, captured_dynamic, count_ops, fresh_size, inputs_at_shapes,
+                          run_pass, run_pass_at_shapes, shape_env)
 
 aten = torch.ops.aten
 
@@ -69,3 +71,31 @@ def test_does_not_fire_on_real_work():
     x = torch.randn(4)
     for got, want in zip(new(x), model(x)):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("sample", ["bert", "gpt2"])
+def test_symbolic_shapes(sample):
+    # Sizes are compared as expressions: a hint-based ``==`` would install guards such as
+    # Eq(s18, 2) and fail run_pass_at_shapes.
+    model, inputs, gm = captured_dynamic(sample)
+    new, record, _ = run_pass_at_shapes("remove_noops", gm, model, inputs_at_shapes(sample, gm, inputs))
+    assert record.status == "fired", record.reason
+    assert count_ops(new, aten.dropout) == 0
+    assert not baked_sizes(gm, new)
+
+
+class _BatchView(nn.Module):
+    def forward(self, x):
+        return x.view(x.shape[0], 4).relu()
+
+
+def test_sizes_equal_only_in_the_example_are_not_the_same():
+    inputs, gm = capture_dynamic(_BatchView(), (torch.randn(1, 4),))
+    view = next(n for n in gm.graph.nodes if is_op(n, aten.view))
+    x = view.args[0].meta["val"]
+    with x.fake_mode:  # as if the view gave another batch, as large as x's in the example
+        view.meta["val"] = torch.empty(fresh_size(gm, size_hint(x.shape[0]), "other_batch"), 4)
+    guards = len(shape_env(gm).guards)
+    new, record, _ = run_pass("remove_noops", gm, inputs)
+    assert record.status == "no change" and count_ops(new, aten.view) == 1
+    assert len(shape_env(gm).guards) == guards

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from accelc.capture import capture
-from pass_testing import captured, count_ops, run_pass
+from pass_testing import baked_sizes, captured, captured_dynamic, count_ops, inputs_at_shapes, run_pass, run_pass_at_shapes
 
 aten = torch.ops.aten
 
@@ -26,3 +26,10 @@ def test_does_not_fire_on_a_single_conv():
     model, inputs = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval(), (torch.randn(1, 3, 8, 8),)
     _, record, _ = run_pass("to_channels_last", capture(model, inputs).graph_module, inputs)
     assert record.status == "no change"
+
+
+def test_symbolic_batch_and_image_size():
+    model, inputs, gm = captured_dynamic("resnet50")
+    new, record, _ = run_pass_at_shapes("to_channels_last", gm, model, inputs_at_shapes("resnet50", gm, inputs))
+    assert record.status == "fired" and record.stats["converted"] == 17
+    assert not baked_sizes(gm, new)
