@@ -233,7 +233,8 @@ def accelerate(
     ctx = PassContext(device=dev, precision=graph_precision(precision), example_inputs=inputs)
     progress("verifying the captured graph")
     signature, reference = eager_reference(model, cap.graph_module, inputs, signature, report)
-    report["dynamic"] = signature.as_dict() | {"verified_at": _verified_points(reference, signature),
+    report["dynamic"] = signature.as_dict() | {"requested": choice.as_dict(),
+                                               "verified_at": _verified_points(reference, signature),
                                                "narrowed": report.pop("dynamic_narrowed")}
     optimised = optimise_captured(cap.graph_module, reference, pass_list, ctx, verify, progress)
     if optimised.records is not None:
