@@ -11,7 +11,8 @@ are recorded too: the dynamic build verifies at more shapes. The same comparison
 ``run_suite.py --against accelc,accelc-static``; this script gives each pair a longer timing
 budget, since a 3% question needs more samples than the suite's shared budget gives.
 
-Writes ``benchmarks/results/dynamic-vs-static.json`` and prints a markdown table with the CPU flags.
+Writes ``benchmarks/results/dynamic-vs-static.json`` (with each build's dynamic spec, the points
+it was verified at, and every refusal about sizes) and prints a markdown table with the CPU flags.
 """
 
 from __future__ import annotations
@@ -33,6 +34,23 @@ import accelc  # noqa: E402
 from accelc.timing import compare_latency  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "dynamic-vs-static.json")
+
+
+SHAPE_WORDS = ("symbolic", "dynamic", "static")
+
+
+def shape_refusals(report: dict) -> list[str]:
+    """Refusals of any stage (fx passes, runtime lowerings, ONNX passes) whose reason is about
+    sizes, deduplicated, with a count."""
+    items = [(r["pass_name"], r["reason"]) for r in report.get("refusals", [])]
+    for record in (report.get("onnx") or {}).get("onnx_passes", []):
+        if record.get("name") == "refusals":
+            items += [(item["pass_name"], item["reason"]) for item in record.get("items", [])]
+    counts: dict[str, int] = {}
+    for name, reason in items:
+        if any(word in reason for word in SHAPE_WORDS):
+            counts[f"{name}: {reason}"] = counts.get(f"{name}: {reason}", 0) + 1
+    return [f"{key} (x{count})" for key, count in counts.items()]
 
 
 def build(model, inputs, backend: str, dynamic):
@@ -77,6 +95,11 @@ def main(argv=None) -> int:
                     "iterations": min(timings["dynamic"].iterations, timings["static"].iterations),
                     "static_over_dynamic": round(timings["static"].median_ms / timings["dynamic"].median_ms, 3),
                     "dynamic_spec": dynamic.report["dynamic"]["dynamic"],
+                    "inputs": {i["name"]: i["shape"] for i in dynamic.report["dynamic"]["inputs"]},
+                    "verified_at": dynamic.report["dynamic"]["verified_at"],
+                    "narrowed": dynamic.report["dynamic"]["narrowed"],
+                    "refusals_about_shapes": shape_refusals(dynamic.report),
+                    "onnx_dynamic_axes": ((dynamic.report.get("onnx") or {}).get("export") or {}).get("dynamic_axes"),
                 }
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
