@@ -60,7 +60,7 @@ class OutputStructure:
 def _node_of_spec(spec: pytree.TreeSpec) -> dict:
     if spec.is_leaf():
         return {"kind": "leaf"}
-    children = [_node_of_spec(c) for c in spec.children_specs]
+    children = [_node_of_spec(c) for c in spec.children()]
     kind = spec.type
     if kind is tuple:
         return {"kind": "tuple", "children": children}
