@@ -60,7 +60,7 @@ class OutputStructure:
 def _node_of_spec(spec: pytree.TreeSpec) -> dict:
     if spec.is_leaf():
         return {"kind": "leaf"}
-    children = [_node_of_spec(c) for c in spec.children()]
+    children = [_node_of_spec(c) for c in spec_children(spec)]
     kind = spec.type
     if kind is tuple:
         return {"kind": "tuple", "children": children}
@@ -74,6 +74,12 @@ def _node_of_spec(spec: pytree.TreeSpec) -> dict:
     if _is_namedtuple(kind):
         return {"kind": "namedtuple", "class": qualified, "keys": list(kind._fields), "children": children}
     return {"kind": "tuple", "class": qualified, "children": children}  # unknown container: its leaves in order
+
+
+def spec_children(spec: pytree.TreeSpec) -> list:
+    """A TreeSpec's child specs (``children()`` from torch 2.13; the ``children_specs`` field before)."""
+    children = getattr(spec, "children", None)
+    return list(children()) if callable(children) else list(spec.children_specs)
 
 
 def _is_namedtuple(kind) -> bool:

@@ -57,6 +57,8 @@ def flat_callable(gm: torch.fx.GraphModule):
 
     from torch.utils import _pytree as pytree
 
+    from ..outputs import spec_children
+
     codegen = gm.graph._codegen
     info = getattr(codegen, "pytree_info", None)
     if any(n.op in ("call_module", "call_method") for n in gm.graph.nodes):
@@ -83,7 +85,7 @@ def flat_callable(gm: torch.fx.GraphModule):
     out_spec = info.out_spec if info is not None else None
     if out_spec is not None and out_spec.is_leaf():
         return lambda *args: forward(weights, *args)[0]
-    if out_spec is not None and out_spec.type is tuple and all(c.is_leaf() for c in out_spec.children()):
+    if out_spec is not None and out_spec.type is tuple and all(c.is_leaf() for c in spec_children(out_spec)):
         return lambda *args: tuple(forward(weights, *args))  # captured graphs return flat tuples
     if out_spec is not None:
         return lambda *args: pytree.tree_unflatten(forward(weights, *args), out_spec)
