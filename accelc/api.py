@@ -328,12 +328,12 @@ def _narrow_to_verified(sets: list, refs: list, model, gm, inputs: tuple, signat
     up to the example's (or to 2 when only size 1 fails in the captured graph); one above it moves
     the end down to the example's.
     """
-    example_sizes = _sizes_of(signature, inputs)
+    example_sizes = signature.sizes_of(inputs)
     for x, ref in zip(sets, refs):
         why = _unverifiable(x, ref, gm, signature, example_sizes)
         if why is None:
             continue
-        sizes = _sizes_of(signature, x)
+        sizes = signature.sizes_of(x)
         moved = {s: v for s, v in sizes.items() if v != example_sizes[s]}
         blamed = {}
         for symbol, size in moved.items():
@@ -357,7 +357,7 @@ def _unverifiable(x: tuple, ref, gm, signature: Signature, example_sizes: dict) 
     graph is wrong only where a size is 1), or None."""
     if isinstance(ref, Exception):
         return f"eager raised {first_line(ref)}"
-    if not any(size == 1 != example_sizes[s] for s, size in _sizes_of(signature, x).items()):
+    if not any(size == 1 != example_sizes[s] for s, size in signature.sizes_of(x).items()):
         return None  # other disagreements are the captured graph's own: optimise_captured reports them
     try:
         if compare_outputs(run_detached(gm, x), ref).ok:
@@ -367,19 +367,10 @@ def _unverifiable(x: tuple, ref, gm, signature: Signature, example_sizes: dict) 
         return f"the captured graph raised {first_line(exc)}"
 
 
-def _sizes_of(signature: Signature, inputs: tuple) -> dict[str, int]:
-    sizes = {}
-    for spec, x in zip(signature.inputs, inputs):
-        for d, s in enumerate(spec.shape):
-            if isinstance(s, str):
-                sizes.setdefault(s, int(x.shape[d]))
-    return sizes
-
-
 def _verified_points(reference: "Verifier", signature: Signature) -> list[dict]:
     points = []
     for x in reference.inputs:
-        point = _sizes_of(signature, x)
+        point = signature.sizes_of(x)
         if point and point not in points:
             points.append(point)
     return points

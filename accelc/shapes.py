@@ -232,6 +232,15 @@ class Signature:
         message.out_of_range = out_of_range
         return message
 
+    def sizes_of(self, inputs: tuple) -> dict[str, int]:
+        """{symbol: size} of inputs laid out as this signature says (the first dim of each symbol)."""
+        sizes = {}
+        for spec, x in zip(self.inputs, inputs):
+            for d, s in enumerate(spec.shape):
+                if isinstance(s, str):
+                    sizes.setdefault(s, int(x.shape[d]))
+        return sizes
+
     def describe_symbol(self, symbol: str) -> str:
         lo, hi = self.ranges[symbol]
         return f"{symbol} in {lo}..{hi if hi is not None else ''}"
@@ -373,7 +382,7 @@ def probe_points(signature: Signature, example: tuple, final: bool) -> list[dict
     """
     if signature.is_static:
         return []
-    at_example = _example_sizes(signature, example)
+    at_example = signature.sizes_of(example)
     lo = {s: r[0] for s, r in signature.ranges.items()}
     hi = {s: (r[1] if r[1] is not None else max(2 * at_example[s], 8 if s.startswith("batch") else r[0]))
           for s, r in signature.ranges.items()}
@@ -398,13 +407,6 @@ def probe_points(signature: Signature, example: tuple, final: bool) -> list[dict
     return unique
 
 
-def _example_sizes(signature: Signature, example: tuple) -> dict[str, int]:
-    sizes = {}
-    for spec, x in zip(signature.inputs, example):
-        for d, s in enumerate(spec.shape):
-            if isinstance(s, str):
-                sizes.setdefault(s, int(x.shape[d]))
-    return sizes
 
 
 def inputs_at(signature: Signature, example: tuple, sizes: dict[str, int], seed: int) -> tuple:
