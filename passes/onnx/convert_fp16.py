@@ -30,7 +30,7 @@ class ConvertFp16(OnnxPass):
     def run(self, model: ir.Model, ctx: OnnxPassContext) -> PassResult:
         if ctx.precision != "fp16":
             return PassResult(False, {})
-        if ctx.device == "cpu":
+        if ctx.device.type == "cpu":
             ctx.refuse("graph", "fp16 on the CPU provider upcasts most kernels to fp32 (slower); kept fp32")
             return PassResult(False, {})
         from onnxruntime.transformers.float16 import convert_float_to_float16
