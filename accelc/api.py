@@ -13,25 +13,26 @@ import json
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
+from torch.utils import _pytree as pytree
 
 from . import __version__
 from .capture import capture, count_compute_nodes
-from .errors import AccelcFallbackWarning, InputMismatchError, ModelRunError, UserInputError
+from .errors import ModelRunError, UserInputError
 from .loader import normalize_inputs
-from .outputs import OutputStructure
+from .module import AcceleratedModule
 from .pass_base import PassContext
 from .pass_manager import PassManager
-from .pipeline import build_pipeline
-from .registry import discover, resolve
+from .pipeline import lower, stage_passes
+from .registry import Registry
 from .runtime.torch import TorchRuntime, resolve_device, to_device
 from .shapes import (DynamicChoice, Signature, auto_dynamic_shapes, capture_dims, grow, inputs_at, parse_dynamic,
                      placeholder_names, signature_from_graph, static_signature)
 from .source import exception_location, first_line
+from .stages import GRAPH, LOWERING, ONNX, build_pipeline
 from .verify import Verifier, compare_outputs, run_detached, tolerance_for_precision
 
 log = logging.getLogger(__name__)
@@ -46,111 +47,9 @@ def graph_precision(precision: str) -> str:
     return "fp32" if precision == "int8" else precision
 
 
-# The hooks torch registers for every module; the dicts are updated in place, so holding them works.
-_GLOBAL_MODULE_HOOKS = tuple(getattr(torch.nn.modules.module, name, {}) for name in (
-    "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks"))
-
-
-class AcceleratedModule(torch.nn.Module):
-    """Callable like the original model; carries ``report`` and can ``save`` itself.
-
-    Every call is checked against ``signature`` (the inputs the optimised graph was verified for:
-    count, dtypes, ranks, static sizes, dynamic ranges) before it reaches a backend. A call
-    outside it runs the eager model when there is one (with a one-time warning), or raises
-    :class:`accelc.errors.InputMismatchError` naming the input, what was expected and what came.
-    """
-
-    def __init__(self, runner: torch.nn.Module, report: dict, graph_module=None, example_inputs: tuple = (),
-                 signature: Signature | None = None, outputs: OutputStructure | None = None, eager=None):
-        super().__init__()
-        self.runner = runner
-        self._run_direct = runner.forward  # a plain attribute: no nn.Module __getattr__ on each call
-        self.report = report
-        self.graph_module = graph_module
-        self.example_inputs = example_inputs
-        self.signature = signature if runner is not eager else None
-        self.outputs = outputs
-        self._pack = outputs.packer() if outputs is not None and runner is not eager else None
-        self.__dict__["_eager"] = eager  # not a submodule: its weights are the user's, not part of this module
-        self._warned: set[str] = set()
-
-    def forward(self, *args, **kwargs):
-        signature = self.signature
-        if kwargs:
-            return self._outside(args, kwargs, f"keyword arguments {', '.join(kwargs)} given; the model was "
-                                               "captured with positional inputs only")
-        if signature is not None:
-            why = signature.mismatch(args)
-            if why is not None:
-                return self._outside(args, kwargs, why)
-        try:
-            out = self._run_direct(*args)  # straight to the runtime: no second round of module hooks
-        except Exception as exc:
-            if self._pack is None and self.signature is None:
-                raise  # the eager model itself (nothing was accelerated): its own error
-            return self._backend_raised(args, exc)
-        return out if self._pack is None else self._pack(out)
-
-    def _backend_raised(self, args: tuple, exc: Exception):
-        """The optimised model raised on a call inside its signature (a token id past the position
-        table, say): the eager model decides whether that is the input's fault or accelc's."""
-        shapes = ", ".join(str(tuple(x.shape)) if isinstance(x, torch.Tensor) else repr(x) for x in args)
-        why = f"the optimised model raised {first_line(exc)} on inputs of shape {shapes}"
-        return self._outside(args, {}, why, cause=exc)
-
-    def __call__(self, *args, **kwargs):
-        # nn.Module.__call__ spends ~5 µs per call on hook bookkeeping, a tenth of a small model's
-        # latency on ONNX Runtime. With no hook registered (here or globally) forward is called
-        # directly; with any, the normal path runs them.
-        if self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or \
-                self._backward_pre_hooks or any(_GLOBAL_MODULE_HOOKS):
-            return super().__call__(*args, **kwargs)
-        return self.forward(*args, **kwargs)
-
-    def _outside(self, args: tuple, kwargs: dict, why: str, cause: Exception | None = None):
-        """A call the optimised graph was not verified for (or raised on): the eager model answers
-        it, or it is refused."""
-        eager = self.__dict__.get("_eager")
-        if eager is None:
-            hint = "check the inputs" if cause is not None else self._how_to_widen(why)
-            raise InputMismatchError(f"accelc: {why}; this artifact serves only the inputs it was verified for "
-                                     f"({hint})") from cause
-        try:
-            out = eager(*args, **kwargs)
-        except Exception as exc:
-            raise InputMismatchError(f"accelc: {why} (the model itself raised {first_line(exc)})") from exc
-        if why not in self._warned:
-            self._warned.add(why)
-            advice = "this is accelc's fault: please report it" if cause is not None else \
-                f"To accelerate them, {self._how_to_widen(why)}"
-            warnings.warn(f"accelc: {why}; running the eager model for such calls (correct, not accelerated). {advice}",
-                          AccelcFallbackWarning, stacklevel=3)
-        return out
-
-    @staticmethod
-    def _how_to_widen(why: str) -> str:
-        symbol = getattr(why, "out_of_range", None)
-        if symbol:
-            axis = symbol.split("_")[0]
-            return f"capture with a wider range: accelerate(..., dynamic={{{axis!r}: (1, N)}}) or --dynamic {axis}=1..N"
-        return "capture with example inputs of that kind (dtype, rank, fixed sizes)"
-
-    @property
-    def captured(self) -> bool:
-        return self.graph_module is not None
-
-    def save(self, path: str, force: bool = False) -> str:
-        """Write the artifact folder (model.pt2, report.json, report.html, fingerprint.json)."""
-        from .artifact import save_artifact
-
-        return save_artifact(self, path, force=force)
-
-
-def load(path: str) -> AcceleratedModule:
+def load(path: str, device: str | None = None) -> AcceleratedModule:
     """Load an artifact folder written by :meth:`AcceleratedModule.save`."""
-    from .artifact import load_artifact
-
-    return load_artifact(path)
+    return AcceleratedModule.load(path, device)
 
 
 def accelerate(
@@ -172,6 +71,7 @@ def accelerate(
     branches: int | None = None,
     source_file: str | None = None,
     on_progress: Callable[[str], None] | None = None,
+    dry_run: bool = False,
 ) -> AcceleratedModule:
     """Capture ``model`` on ``inputs``, optimise and verify it, and return a faster equivalent.
 
@@ -179,6 +79,9 @@ def accelerate(
     inputs (batch; sequence of token inputs; image height/width) and keeps those the model allows;
     a dict narrows or pins them, e.g. ``{"seq": (1, 512), "height": False}``; False (or
     ``static=True``) pins every size to the example's.
+
+    ``dry_run`` (what :func:`explain` uses) stops after the graph and lowering stages: nothing is
+    exported or timed, the ONNX stage is listed, not run, and the eager model is returned.
     """
     progress = on_progress or (lambda message: None)
     if not isinstance(model, torch.nn.Module):
@@ -196,14 +99,21 @@ def accelerate(
     if precision == "int8" and (backend == "torch" or dev.type != "cpu" or stages or devices or branches):
         raise UserInputError("--precision int8 is ONNX Runtime's dynamic quantisation on the CPU: use it with "
                              "--backend onnxruntime (or auto) on --device cpu, without --stages/--devices/--branches")
+    registry = Registry.discover()
+    pipeline = build_pipeline(registry, dev.type, passes, disable)
+    # Every pass a stage will run is loaded now, before any capture: a bad name or a broken plugin
+    # is the user's error at once, not after minutes of work.
+    stage_pass = {GRAPH: stage_passes(registry, pipeline, GRAPH), LOWERING: stage_passes(registry, pipeline, LOWERING),
+                  ONNX: stage_passes(registry, pipeline, ONNX) if backend != "torch" and not (stages or devices or branches)
+                  else []}
     inputs = to_device(normalize_inputs(inputs), dev)
-    registry = discover()
-    pass_names = build_pipeline(passes, disable)
-    unknown_disabled = [n for n in disable or () if n not in registry]
-    pass_list = resolve(pass_names + unknown_disabled, registry)[: len(pass_names)]
+    if microbatches > 1:
+        microbatch_inputs(inputs, microbatches)  # validates the split before any work
 
-    model = model.eval().to(dev)
+    model = working_model(model, dev)
     report = _new_report(backend, dev, precision, source_file)
+    report["pipeline"] = pipeline.as_dict()
+    report["warnings"] += pipeline.notes
     if precision == "bf16" and dev.type == "cpu" and not cpu_has_native_bf16():
         report["warnings"].append("this CPU has no native bf16 instructions (avx512_bf16/amx_bf16): bf16 matmuls "
                                   "are emulated and usually slower than fp32 here")
@@ -236,10 +146,10 @@ def accelerate(
     report["dynamic"] = signature.as_dict() | {"requested": choice.as_dict(),
                                                "verified_at": _verified_points(reference, signature),
                                                "narrowed": report.pop("dynamic_narrowed")}
-    optimised = optimise_captured(cap.graph_module, reference, pass_list, ctx, verify, progress)
+    optimised = optimise_captured(cap.graph_module, reference, stage_pass[GRAPH], ctx, verify, progress)
     if optimised.records is not None:
         report["passes"] = [r.as_dict() for r in optimised.records]
-        report["refusals"] = [r.__dict__ for r in ctx.refusals]
+        report["refusals"] = [asdict(r) for r in ctx.refusals]
         report["nodes"]["after"] = count_compute_nodes(optimised.gm)
         report["verification"] = optimised.final
     if optimised.failure:
@@ -248,6 +158,8 @@ def accelerate(
         return AcceleratedModule(model, report, eager=model)
     gm = optimised.gm
     checker = reference.with_tolerance(tolerance_for_precision(precision))
+    if dry_run:
+        return _dry_run(model, gm, inputs, backend, dev, ctx, pipeline, stage_pass, signature, report, progress)
 
     if branches:
         runner = branch_parallel_runtime(model, gm, branches, checker, report, progress)
@@ -255,12 +167,49 @@ def accelerate(
         runner = partitioned_runtime(model, gm, full_inputs, stages, devices, microbatches, profile, checker, report,
                                      progress)
     else:
-        runner = select_runtime(gm, inputs, backend, dev, precision, signature, checker, report, progress)
+        runner = select_runtime(gm, inputs, backend, dev, ctx, stage_pass, signature, checker, report, progress)
+    report["refusals"] = [asdict(r) for r in ctx.refusals]
     fast = AcceleratedModule(runner, report, gm, inputs, signature, outputs, eager=model)
     if measure:
         progress("timing eager vs accelc")
         report["latency"] = measure_latency(model, fast, inputs, dev)
     return fast
+
+
+def explain(model: torch.nn.Module, inputs, **options) -> dict:
+    """A dry run of :func:`accelerate` (same options): the report of capture, the graph and
+    lowering stages with what fired, what was refused and why, and what the ONNX stage and
+    ``backend="auto"`` would do; nothing is exported, built or timed."""
+    return accelerate(model, inputs, measure=False, dry_run=True, **options).report
+
+
+def _dry_run(model, gm, inputs, backend: str, device, ctx: PassContext, pipeline, stage_pass: dict,
+             signature: Signature, report: dict, progress) -> AcceleratedModule:
+    lowered, records = lower(gm, device, inputs, stage_pass[LOWERING], signature, progress, ctx.refusals)
+    report["runtime_lowering"] = [r.as_dict() for r in records]
+    report["refusals"] = [asdict(r) for r in ctx.refusals]
+    dry = {}
+    if backend != "torch":
+        dry["onnx_stage"] = pipeline.names(ONNX)
+        dry["onnx_why"] = ("which of these fire needs the ONNX export (tens of seconds for a large model); "
+                           "`accelc optimize --backend onnxruntime` runs them and the report lists each")
+    if backend == "auto":
+        dry["auto"] = ("auto would build the PyTorch runtime and ONNX Runtime, check both against eager "
+                       "on every input set, and keep the faster in a 1 s interleaved timing")
+    report["dry_run"] = dry
+    return AcceleratedModule(model, report, eager=model)
+
+
+def working_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model to capture and to answer eagerly: the user's own when it is already in eval mode
+    on ``device``, else a copy made so. accelc never changes the user's model (its mode, its
+    device, its weights)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    if all(t.device == device for t in tensors) and not any(m.training for m in model.modules()):
+        return model
+    import copy
+
+    return copy.deepcopy(model).eval().to(device)
 
 
 def capture_with_signature(model, inputs: tuple, choice: DynamicChoice, source_file: str | None, report: dict):
@@ -425,27 +374,30 @@ def _per_pass_indices(reference: "Verifier") -> list[int]:
     return [0, 1][: len(reference.inputs)] + probes[:2]
 
 
-def select_runtime(gm, inputs, backend: str, device, precision: str, signature: Signature, checker: "Verifier",
-                   report: dict, progress):
+def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pass: dict, signature: Signature,
+                   checker: "Verifier", report: dict, progress):
     """The runtime for the optimised graph: PyTorch, ONNX Runtime, or (``auto``) whichever measures faster.
 
-    ONNX Runtime must match eager on every verification input set to be used at all; when it
-    cannot be built or disagrees, the PyTorch runtime is used and the report says why.
+    The PyTorch runtime runs the lowering stage's output; ONNX Runtime the export after the
+    ONNX stage. ONNX Runtime must match eager on every verification input set to be used at all;
+    when it cannot be built or disagrees, the PyTorch runtime is used and the report says why.
     """
-    torch_runtime = TorchRuntime(gm, device, inputs, signature)
-    report["runtime_lowering"] = [r.as_dict() for r in torch_runtime.lowering_records]
+    lowered, records = lower(gm, device, inputs, stage_pass[LOWERING], signature, progress, ctx.refusals)
+    report["runtime_lowering"] = [r.as_dict() for r in records]
+    torch_runtime = TorchRuntime(lowered, device, inputs)
     report["backend"] = "torch"
     if backend == "torch":
         return torch_runtime
     progress("exporting to ONNX and building an ONNX Runtime session")
+    precision = report["precision"]
+    onnx_ctx = PassContext(device=device, precision=precision, example_inputs=inputs, refusals=ctx.refusals)
     try:
-        import tempfile
+        from .onnx.build import build_onnx_runtime
 
-        from .runtime.onnxruntime import build_onnx_runtime
-
-        ort_runtime, section = build_onnx_runtime(gm, inputs, device, precision, tempfile.mkdtemp(prefix="accelc-onnx-"),
+        ort_runtime, section = build_onnx_runtime(gm, inputs, device, onnx_ctx, stage_pass[ONNX],
                                                   dynamic_shapes=signature.dynamic_shapes(),
-                                                  probe_inputs=checker.inputs[4:])
+                                                  cases=[(x, pytree.tree_leaves(ref)) for x, ref in zip(checker.inputs, checker.reference_outputs)],
+                                                  on_progress=progress)
         report["onnx"] = section
         comparison, _ = checker.check(ort_runtime)
     except Exception as exc:  # export or session failure: keep the PyTorch runtime, say why
@@ -455,6 +407,7 @@ def select_runtime(gm, inputs, backend: str, device, precision: str, signature: 
     if not comparison.ok:
         report["backend_fallback"] = f"ONNX Runtime disagrees with eager ({comparison.message}); using the PyTorch runtime"
         return torch_runtime
+    report["onnx"]["verification"] = comparison.as_dict()
     if backend == "auto" and precision != "int8":  # PyTorch has no int8 form to compare with
         from .timing import compare_latency
         from .verify import verification_inputs
@@ -605,4 +558,4 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-__all__ = ["accelerate", "load", "AcceleratedModule", "run_eagerly", "measure_latency"]
+__all__ = ["accelerate", "explain", "load", "AcceleratedModule", "run_eagerly", "measure_latency"]

@@ -184,13 +184,17 @@ def _refuse_pickled_objects(model_path: str) -> None:
         raise ArtifactError(f"{model_path} holds pickled Python objects ({pickled[0]}); accelc does not load those, for safety")
 
 
-def load_artifact(path: str, device: str | None = None):
-    """Load an artifact folder into an AcceleratedModule."""
-    from .api import AcceleratedModule
+def read_artifact(path: str, device: str | None = None) -> dict:
+    """An artifact folder's parts, as :class:`accelc.module.AcceleratedModule` takes them
+    (``AcceleratedModule.load`` is the public way in). The PyTorch runtime's lowering stage is
+    replayed from the report through the same pass manager, each lowering verified again."""
     from .capture import graph_module_from_program
     from .outputs import OutputStructure
-    from .shapes import Signature
+    from .pipeline import fired_names, lower
+    from .registry import Registry
     from .runtime.torch import TorchRuntime, resolve_device
+    from .shapes import Signature
+    from .stages import LOWERING, STAGES
 
     if not os.path.isdir(path):
         raise ArtifactError(f"{path}: no such artifact folder; create one with `accelc optimize model.py -o {path}`")
@@ -225,8 +229,15 @@ def load_artifact(path: str, device: str | None = None):
 
         runner = load_onnx_runtime(path, dev)
     else:
-        runner = TorchRuntime(gm, dev, example, signature)
-    return AcceleratedModule(runner, report, gm, example, signature, outputs)
+        registry = Registry.discover()
+        same_device = torch.device(report.get("device", "cpu")).type == dev.type
+        names = (fired_names(report.get("runtime_lowering") or []) if same_device
+                 else STAGES[LOWERING].default_names(dev.type))  # loaded onto another device: its own lowerings
+        passes = [registry.create("fx", name) for name in names]
+        lowered, _ = lower(gm, dev, example, passes, signature)
+        runner = TorchRuntime(lowered, dev, example)
+    return dict(runner=runner, report=report, graph_module=gm, example_inputs=example, signature=signature,
+                outputs=outputs)
 
 
 def _load_partitioned(path: str, gm, report: dict):

@@ -144,11 +144,11 @@ def cmd_optimize(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .artifact import load_artifact
+    from .module import AcceleratedModule
     from .timing import compare_latency
     from .verify import verification_inputs
 
-    fast = load_artifact(args.artifact, device=args.device)
+    fast = AcceleratedModule.load(args.artifact, device=args.device)
     inputs = fast.example_inputs
     out = fast(*inputs)
     shapes = [tuple(t.shape) for t in _leaves(out)]
@@ -165,61 +165,85 @@ def cmd_run(args) -> int:
 
 
 def cmd_passes(args) -> int:
-    from .pipeline import DEFAULT_PIPELINE, RUNTIME_PIPELINES
-    from .registry import discover
+    from .registry import Registry
+    from .stages import STAGES, build_pipeline
 
-    registry = discover()
-    runtime = {n: "+".join(d for d, names in RUNTIME_PIPELINES.items() if n in names) for n in registry}
-    width = max((len(n) for n in registry), default=4)
-    print(f"{'pass':<{width}}   default   description  [source]")
-    for name in sorted(registry, key=lambda n: (DEFAULT_PIPELINE.index(n) if n in DEFAULT_PIPELINE else 999, n)):
-        entry = registry[name]
-        if name in DEFAULT_PIPELINE:
-            mark = f"{DEFAULT_PIPELINE.index(name) + 1:>8}"
-        else:  # a lowering the PyTorch runtime applies at load on these devices, or opt-in only
-            mark = f"{runtime[name] or '-':>8}"
-        print(f"{name:<{width}}  {mark}   {entry.description}  [{entry.source}]")
-    print("default: position in the default pipeline; cpu/cuda: applied by the PyTorch runtime on that device at load")
-
-    from .onnx.optimize import ONNX_PIPELINES
-    from .onnx.pass_base import discover_onnx_passes
-
-    onnx_passes = discover_onnx_passes()
-    width = max((len(n) for n in onnx_passes), default=4)
-    print(f"\n{'ONNX pass':<{width}}  cpu  cuda   description  [module]")
-    position = {d: {n: i for i, n in enumerate(names)} for d, names in ONNX_PIPELINES.items()}
-    for name, cls in sorted(onnx_passes.items(), key=lambda item: (position["cpu"].get(item[0], 99), position["cuda"].get(item[0], 99))):
-        cpu, cuda = (str(position[d][name] + 1) if name in position[d] else "-" for d in ("cpu", "cuda"))
-        print(f"{name:<{width}}  {cpu:>3}  {cuda:>4}   {cls.description()}  [{cls.__module__}:{cls.__qualname__}]")
-    print("cpu/cuda: position in the ONNX pipeline of that provider (run on the exported model, each checked in ONNX Runtime)")
+    registry = Registry.discover()
+    plans = {device: build_pipeline(registry, device) for device in ("cpu", "cuda")}
+    for stage in STAGES.values():
+        names = registry.names(stage.ir)
+        if stage.ir == "fx":  # one fx pass belongs to one fx stage (accelc.stages.stages_of)
+            names = [n for n in names if stage.name in _fx_stages(registry, n)]
+        position = {d: {n: i + 1 for i, n in enumerate(plans[d].names(stage.name))} for d in plans}
+        names.sort(key=lambda n: (position["cpu"].get(n, 99), position["cuda"].get(n, 99), n))
+        width = max((len(n) for n in names), default=4)
+        print(f"{stage.name} stage: {stage.why}")
+        print(f"  {'pass':<{width}}  cpu  cuda   description  [source]")
+        for name in names:
+            cpu, cuda = (str(position[d].get(name, "-")) for d in ("cpu", "cuda"))
+            try:
+                description = registry.load(stage.ir, name).description()
+            except AccelcError as exc:  # a broken plugin is listed, not fatal
+                description = f"(cannot be loaded: {exc})"
+            print(f"  {name:<{width}}  {cpu:>3}  {cuda:>4}   {description}  [{registry.entry(stage.ir, name).source}]")
+        print()
+    print("cpu/cuda: position in that device's default pipeline (-: runs only when --passes names it); a name that "
+          "two stages have is written stage:name in --passes")
     return 0
+
+
+def _fx_stages(registry, name: str) -> list[str]:
+    from .stages import stages_of
+
+    return stages_of(registry, name, "cpu")
 
 
 def cmd_explain(args) -> int:
+    from .api import explain
+    from .loader import load_model_file
+
     progress = Progress()
-    fast = _accelerate_from_file(args, progress, measure=False)
+    progress(f"loading {args.model}")
+    loaded = load_model_file(args.model)
+    report = explain(loaded.module, loaded.inputs, backend=args.backend, device=args.device,
+                     precision=args.precision, passes=_split(args.passes), disable=_split(args.disable),
+                     dynamic=args.dynamic, static=args.static, source_file=loaded.path, on_progress=progress)
     progress.done()
-    report = fast.report
-    cap = report["capture"]
-    print(f"capture: {cap['method']}" + (f" failed at {cap['location']}: {cap['failure']}" if cap.get("failure") else ""))
-    for attempt in cap.get("attempts", []):
-        print(f"  tried {attempt}")
-    print(f"shapes: {describe_shapes(report.get('dynamic'))}")
-    for why in (report.get("dynamic") or {}).get("narrowed", []):
-        print(f"  narrowed: {why}")
-    refusals_by_pass: dict[str, list] = {}
-    for r in report.get("refusals", []):
-        refusals_by_pass.setdefault(r["pass_name"], []).append(r)
-    for rec in report.get("passes", []):
-        counts = ", ".join(f"{k} {v}" for k, v in rec["stats"].items())
-        line = f"{rec['name']}: {rec['status']}" + (f" ({counts})" if counts else "") + (f": {rec['reason']}" if rec.get("reason") else "")
-        print(line)
-        for r in refusals_by_pass.get(rec["name"], []):
-            where = f" [{r['location']}]" if r.get("location") else ""
-            print(f"    left {r['node']} alone: {r['reason']}{where}")
-    if report.get("fallback"):
-        print(f"fallback: {report['fallback']}")
+    print("\n".join(explain_lines(report)))
     return 0
+
+
+def explain_lines(report: dict) -> list[str]:
+    """What ``accelc explain`` prints: capture, shapes, each stage's passes with what they left
+    alone and why (at the user's source line where there is one), and what was not run."""
+    cap = report["capture"]
+    lines = [f"capture: {cap['method']}" + (f" failed at {cap['location']}: {cap['failure']}" if cap.get("failure") else "")]
+    lines += [f"  tried {attempt}" for attempt in cap.get("attempts", [])]
+    lines.append(f"shapes: {describe_shapes(report.get('dynamic'))}")
+    lines += [f"  narrowed: {why}" for why in (report.get("dynamic") or {}).get("narrowed", [])]
+    refusals: dict[tuple, list] = {}
+    for r in report.get("refusals", []):
+        refusals.setdefault((r.get("stage", "graph"), r["pass_name"]), []).append(r)
+    for stage, records in (("graph", report.get("passes", [])), ("lowering", report.get("runtime_lowering", []))):
+        if records:
+            lines.append(f"{stage} stage:")
+        for rec in records:
+            counts = ", ".join(f"{k} {v}" for k, v in rec["stats"].items())
+            lines.append(f"  {rec['name']}: {rec['status']}" + (f" ({counts})" if counts else "")
+                         + (f": {rec['reason']}" if rec.get("reason") else ""))
+            for r in refusals.get((stage, rec["name"]), []):
+                where = f" [{r['location']}]" if r.get("location") else ""
+                lines.append(f"      left {r['node']} alone: {r['reason']}{where}")
+    dry = report.get("dry_run") or {}
+    if dry.get("onnx_stage"):
+        lines.append(f"onnx stage (not run): {', '.join(dry['onnx_stage'])}")
+        lines.append(f"  {dry['onnx_why']}")
+    if dry.get("auto"):
+        lines.append(f"backend: {dry['auto']}")
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
+    if report.get("fallback"):
+        lines.append(f"fallback: {report['fallback']}")
+    return lines
 
 
 def cmd_bench(args) -> int:

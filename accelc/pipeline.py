@@ -1,46 +1,47 @@
-"""The default pipeline: an explicit, ordered list of pass names.
+"""Running the stages of :mod:`accelc.stages`: each a list of passes through one PassManager.
 
-Order matters and is decided here, in one place, not by priorities or import order:
-- ``remove_noops`` first so later pattern passes see conv -> batch_norm without a dropout between;
-- folding before CSE/DCE, which then clean up what folding left behind.
+    names (accelc.stages.build_pipeline) ─► instances (the registry loads only these) ─►
+    PassManager(stage) on the graph, each pass verified at the example and at other sizes
+
+The API runs the graph stage once, the lowering stage once for the PyTorch runtime, and the
+ONNX stage (:func:`accelc.onnx.build.build_onnx_runtime`) for ONNX Runtime. Loading an artifact
+replays the recorded lowering stage through :func:`lower` as well, so what runs after a load
+is what was verified at build.
 """
 
 from __future__ import annotations
 
-DEFAULT_PIPELINE: list[str] = [
-    "remove_noops",
-    "fold_constants",  # after noops: masks/position ids become constants before pattern passes
-    "fold_conv_bn",
-    "fold_linear_bn",
-    "fuse_attention",
-    "cancel_transposes",  # after attention matching, which reads the transposes/views as written
-    "merge_views",
-    "lower_precision",  # last before CSE/DCE, which clean up its casts; a no-op at fp32
-    "eliminate_common_subexpressions",
-    "eliminate_dead_code",
-]
+import torch
+
+from .pass_base import Pass, PassContext
+from .pass_manager import FIRED, PassManager, PassRecord
+from .registry import Registry
+from .stages import STAGES, Pipeline
 
 
-# Lowerings the PyTorch runtime applies when it loads a graph, after the graph passes and never
-# saved, because they pay off only there:
-# - to_channels_last (first: the conv lowerings read its layout): memory format is a PyTorch
-#   notion; in the graph handed to the ONNX exporter it turns a dynamic-batch flatten into an
-#   as_strided index computation (ten extra nodes, 5% of a small CNN's latency in ORT);
-# - fuse_conv_pointwise, pack_linear_weights: oneDNN/MKL prepacked weights are opaque tensors
-#   that cannot be serialised;
-# - merge_parallel_linears: one GEMM for Q/K/V helps PyTorch, but ONNX Runtime packs Q/K/V into
-#   its Attention op itself and measured ~6% slower on BERT when handed a pre-merged GEMM + Split;
-# - bind_direct_calls (last: later passes match OpOverloads): the bindings it calls are not ATen
-#   graph targets that torch.export can serialise.
-# The saved model.pt2 (and the ONNX export) hold the portable graph; each load redoes these.
-RUNTIME_PIPELINES: dict[str, list[str]] = {
-    "cpu": ["to_channels_last", "merge_parallel_linears", "fuse_conv_pointwise", "pack_linear_weights", "bind_direct_calls"],
-    "cuda": ["to_channels_last", "merge_parallel_linears", "bind_direct_calls"],
-}
+def stage_passes(registry: Registry, pipeline: Pipeline, stage: str) -> list[Pass]:
+    """Instances of the stage's passes, in order; a plugin that will not load is an error naming it."""
+    return [registry.create(STAGES[stage].ir, name) for name in pipeline.names(stage)]
 
 
-def build_pipeline(passes: list[str] | None = None, disable: list[str] | None = None) -> list[str]:
-    """``passes`` replaces the default list when given; ``disable`` removes names from it."""
-    names = list(passes) if passes else list(DEFAULT_PIPELINE)
-    disabled = set(disable or ())
-    return [n for n in names if n not in disabled]
+def lower(gm: torch.fx.GraphModule, device: torch.device, example_inputs: tuple, passes: list[Pass],
+          signature=None, on_progress=None, refusals: list | None = None) -> tuple[torch.fx.GraphModule, list[PassRecord]]:
+    """The lowering stage: the device's runtime lowerings on ``gm``, each verified against the
+    graph before it at the example and (given the ``signature`` of a dynamic graph) at other
+    points of its ranges."""
+    from .verify import Verifier
+
+    if not passes or not example_inputs:
+        return gm, []
+    ctx = PassContext(device=device, example_inputs=tuple(example_inputs), stage="lowering",
+                      refusals=refusals if refusals is not None else [])
+    verifier = Verifier.for_module(gm, tuple(example_inputs), signature=signature)
+    return PassManager(passes, verify=True, on_progress=on_progress, stage="lowering").run(gm, ctx, verifier)
+
+
+def fired_names(records: list[dict]) -> list[str]:
+    """The passes of a recorded stage that were kept, in order (what a load replays)."""
+    return [r["name"] for r in records if r.get("status") == FIRED]
+
+
+__all__ = ["stage_passes", "lower", "fired_names"]

@@ -25,25 +25,6 @@ def to_device(inputs: tuple, device: torch.device) -> tuple:
     return tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
 
 
-def lower_for_device(graph_module: torch.fx.GraphModule, device: torch.device, example_inputs: tuple, signature=None):
-    """Apply the device's runtime lowerings (``accelc.pipeline.RUNTIME_PIPELINES``), each verified
-    against the graph before it like any pass (at the example and, given the ``signature`` of a
-    dynamic graph, at other points of its ranges); returns the lowered graph and the pass records."""
-    from ..pass_base import PassContext
-    from ..pass_manager import PassManager
-    from ..pipeline import RUNTIME_PIPELINES
-    from ..registry import discover, resolve
-    from ..verify import Verifier
-
-    registry = discover()
-    names = [n for n in RUNTIME_PIPELINES.get(device.type, []) if n in registry]  # absent plugin: skip
-    if not names or not example_inputs:
-        return graph_module, []
-    ctx = PassContext(device=device, example_inputs=tuple(example_inputs))
-    verifier = Verifier.for_module(graph_module, tuple(example_inputs), signature=signature)
-    return PassManager(resolve(names, registry), verify=True).run(graph_module, ctx, verifier)
-
-
 def flat_callable(gm: torch.fx.GraphModule):
     """``gm`` as a plain Python function of its positional tensors, or None where that cannot be.
 
@@ -100,19 +81,14 @@ def _fetch_attr(gm: torch.nn.Module, target: str):
 
 
 class TorchRuntime(torch.nn.Module):
-    """Calls the graph under ``inference_mode`` after moving inputs to its device.
+    """Runs a graph (the lowering stage's output, :func:`accelc.pipeline.lower`) under
+    ``inference_mode`` after moving inputs to its device. It applies no pass itself."""
 
-    Given example inputs, it first applies the device's runtime lowerings (``lower_for_device``);
-    ``graph_module`` stays the portable graph, ``lowered`` is what runs.
-    """
-
-    def __init__(self, graph_module: torch.fx.GraphModule, device: torch.device, example_inputs: tuple = (),
-                 signature=None):
+    def __init__(self, graph_module: torch.fx.GraphModule, device: torch.device, example_inputs: tuple = ()):
         super().__init__()
-        self.graph_module = graph_module
+        self.lowered = graph_module
         self.device = device
         self._on_cpu = device.type == "cpu"
-        self.lowered, self.lowering_records = lower_for_device(graph_module, device, example_inputs, signature)
         self._call = self._checked_flat_callable(example_inputs) or self.lowered
 
     def _apply(self, fn, *args, **kwargs):
