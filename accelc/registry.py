@@ -118,4 +118,10 @@ def discover() -> Registry:
     return Registry.discover()
 
 
-__all__ = ["Registry", "PassEntry", "discover", "GROUPS", "GROUP"]
+def resolve(names: list[str], registry: Registry | None = None, ir: str = "fx") -> list[Pass]:
+    """Instances of the ``ir`` passes named, in order; an unknown name is a clear error."""
+    registry = registry or Registry.discover()
+    return [registry.create(ir, name) for name in names]
+
+
+__all__ = ["Registry", "PassEntry", "discover", "resolve", "GROUPS", "GROUP"]

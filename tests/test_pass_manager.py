@@ -1,4 +1,6 @@
-"""The manager: lint and verify after each pass, roll back what breaks, report it by name."""
+"""The manager's contract over fx graphs: lint and verify after each pass, roll back what breaks,
+stop writes into weights, report it by name; managers nest. (The same manager over ONNX models:
+tests/onnx/test_onnx_manager.py.)"""
 
 import pytest
 import torch
@@ -93,3 +95,88 @@ def test_accelerate_names_the_wrong_pass_in_the_report(tmp_path, monkeypatch):
     assert by_name["break_relu"]["status"] == ROLLED_BACK
     assert fast.report["verification"]["ok"] and fast.report["fallback"] is None
     torch.testing.assert_close(fast(*inputs), model(*inputs))
+
+
+class ScalesWeightInPlace(Pass):
+    name = "scales_weight_in_place"
+
+    def run(self, gm, ctx):
+        with torch.no_grad():
+            next(iter(gm.parameters())).mul_(2)  # the weight is shared with the user's nn.Linear
+        return PassResult(modified=True)
+
+
+class ZerosBufferThroughData(Pass):
+    name = "zeros_through_data"
+
+    def run(self, gm, ctx):
+        for p in gm.parameters():
+            p.data.zero_()
+        return PassResult(modified=False)
+
+
+@pytest.mark.parametrize("bad", [ScalesWeightInPlace(), ZerosBufferThroughData()])
+def test_a_pass_that_writes_into_a_weight_is_failed_and_nothing_changes(graph, bad):
+    model, inputs, gm = graph
+    user_weight = model.lin.weight.detach().clone()
+    expected = model(*inputs)
+    new_gm, records = _run([bad], graph)
+    assert records[0].status == FAILED and "wrote into weight" in records[0].reason, records[0]
+    assert new_gm is gm
+    torch.testing.assert_close(model.lin.weight, user_weight, rtol=0, atol=0)  # the user's model
+    torch.testing.assert_close(gm(*inputs), expected)  # and the kept graph
+
+
+def test_a_graph_that_writes_into_its_weights_when_run_is_rolled_back(graph):
+    class InsertsInplaceAdd(Pass):
+        name = "inserts_inplace_add"
+
+        def run(self, gm, ctx):
+            weight = next(n for n in gm.graph.nodes if n.op == "get_attr")
+            with gm.graph.inserting_after(weight):
+                bumped = gm.graph.call_function(aten.add_.Tensor, (weight, 1.0))
+            for user in list(weight.users):
+                if user is not bumped:
+                    user.replace_input_with(weight, bumped)
+            return PassResult(modified=True)
+
+    model, inputs, gm = graph
+    user_weight = model.lin.weight.detach().clone()
+    new_gm, records = _run([InsertsInplaceAdd()], graph)
+    assert records[0].status == ROLLED_BACK and "wrote into weight" in records[0].reason, records[0]
+    torch.testing.assert_close(model.lin.weight, user_weight, rtol=0, atol=0)
+
+
+def test_accelerate_fails_the_contract_breaker_by_name_and_leaves_the_model_alone(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(make_plugin(tmp_path / "site", entries={
+        "scale_weights_in_place": "accelc_test_plugin:ScaleWeightsInPlace"})))
+    model, inputs = Net().eval(), (torch.randn(3, 6),)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    expected = model(*inputs)
+    fast = accelc.accelerate(model, inputs, backend="torch", passes=["scale_weights_in_place", "remove_noops"])
+    record = next(r for r in fast.report["passes"] if r["name"] == "scale_weights_in_place")
+    assert record["status"] == FAILED and "wrote into weight" in record["reason"]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    torch.testing.assert_close(fast(*inputs), expected)
+
+
+def test_managers_nest_and_keep_the_inner_records(graph):
+    model, inputs, gm = graph
+    inner = PassManager(resolve(["eliminate_common_subexpressions", "eliminate_dead_code"]), verify=True)
+    outer = PassManager([resolve(["remove_noops"])[0], inner], verify=True)
+    new_gm, records = outer.run(gm, PassContext(example_inputs=inputs))
+    assert [r.name for r in records] == ["remove_noops", "pipeline"] and records[1].status == FIRED
+    assert [r.name for r in inner.records] == ["eliminate_common_subexpressions", "eliminate_dead_code"]
+    assert inner.records[0].status == FIRED
+    assert len(find_nodes(new_gm, aten.relu)) == 1  # the two relu(lin(x)) became one
+    torch.testing.assert_close(new_gm(*inputs), model(*inputs))
+
+
+def test_accelerate_never_changes_the_users_model():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.Dropout(0.5), torch.nn.ReLU()).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    inputs = (torch.randn(4, 6),)
+    fast = accelc.accelerate(model, inputs, backend="torch")
+    assert model.training and all(m.training for m in model.modules())  # mode kept
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    torch.testing.assert_close(fast(*inputs), model.eval()(*inputs))  # answers as in eval mode

@@ -17,7 +17,7 @@ from torch.utils import _pytree as pytree
 
 from accelc.pass_base import PassContext
 from accelc.pass_manager import FIRED, UNCHANGED, PassManager
-from accelc.pipeline import DEFAULT_PIPELINE
+from accelc.stages import DEFAULT_PIPELINE, LOWERING, STAGES
 from accelc.registry import GROUP, discover, resolve
 from pass_testing import captured, run_pass
 
@@ -78,14 +78,13 @@ def test_pipelines_under_symbolic_shapes(sample):
     # The default pipeline then the CPU runtime lowerings on a dynamic capture (each pass is
     # verified at other shapes in its own tests): the end result gives eager's answers at other
     # batch sizes and sequence lengths / image sizes, and no pass installed a guard.
-    from accelc.pipeline import RUNTIME_PIPELINES
     from accelc.verify import Verifier
     from pass_testing import baked_sizes, captured_dynamic, inputs_at_shapes, shape_env
 
     model, inputs, gm = captured_dynamic(sample)
     input_sets = inputs_at_shapes(sample, gm, inputs)
     guards = len(shape_env(gm).guards)
-    passes = resolve(DEFAULT_PIPELINE + RUNTIME_PIPELINES["cpu"], discover())
+    passes = resolve(DEFAULT_PIPELINE + STAGES[LOWERING].default_names("cpu"), discover())
     final, records = PassManager(passes, verify=False).run(gm, PassContext(example_inputs=inputs))
     assert all(r.status in (FIRED, UNCHANGED) for r in records), [(r.name, r.status, r.reason) for r in records]
     assert len(shape_env(gm).guards) == guards
