@@ -24,10 +24,6 @@ class ModelRunError(UserInputError):
     """The model raised when run on its own example inputs."""
 
 
-class CaptureError(AccelcError):
-    """torch.export could not capture the model."""
-
-
 class PassRegistryError(AccelcError):
     """The pass registry is inconsistent (duplicate names, unknown pass, bad plugin)."""
 

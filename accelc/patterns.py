@@ -6,11 +6,14 @@ These are the pieces every pattern pass needs; a pass imports them from here (or
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.fx
+
+# For passes that measure their own numeric effect (lower_precision's per-layer sensitivity): the
+# same comparison and tolerances the pass manager judges them by.
+from .verify import compare_outputs, tolerance, verification_inputs
 
 aten = torch.ops.aten
 
@@ -41,10 +44,6 @@ def get_constant(gm: torch.fx.GraphModule, node: Any) -> torch.Tensor | None:
         if obj is None:
             return None
     return obj if isinstance(obj, torch.Tensor) else None
-
-
-def is_constant(gm: torch.fx.GraphModule, node: Any) -> bool:
-    return get_constant(gm, node) is not None
 
 
 def add_constant(gm: torch.fx.GraphModule, tensor: torch.Tensor, name_hint: str, before: torch.fx.Node) -> torch.fx.Node:
@@ -150,13 +149,10 @@ def remove_unused_constants(gm: torch.fx.GraphModule) -> int:
     return removed
 
 
-def iter_calls(gm: torch.fx.GraphModule) -> Iterator[torch.fx.Node]:
-    return (n for n in gm.graph.nodes if n.op == "call_function")
-
-
 __all__ = [
-    "aten", "META_KEY", "is_op", "find_nodes", "get_constant", "is_constant", "add_constant", "add_opaque_constant", "tensor_meta",
-    "accelc_meta", "only_user", "has_mutating_user", "make_outputs_contiguous", "remove_unused_constants", "iter_calls", "first_node",
+    "aten", "META_KEY", "is_op", "find_nodes", "get_constant", "add_constant", "add_opaque_constant", "tensor_meta",
+    "accelc_meta", "only_user", "has_mutating_user", "make_outputs_contiguous", "remove_unused_constants", "first_node",
+    "compare_outputs", "tolerance", "verification_inputs",
 ]
 
 
@@ -213,10 +209,58 @@ def batch_norm_affine(gm: torch.fx.GraphModule, bn: torch.fx.Node):
     return (scale, shift, out), None
 
 
-__all__ += ["BATCH_NORM_OPS", "is_batch_norm", "batch_norm_affine"]
+def fold_batch_norm_into(gm: torch.fx.GraphModule, ctx, layer: torch.fx.Node, bn: torch.fx.Node, kind: str,
+                         scale_weight, out_channels) -> bool:
+    """Fold the eval-mode ``bn`` that reads ``layer`` (a call ``op(x, weight, bias, ...)``) into
+    the layer's weight and bias; refuse with the reason and return False where it cannot.
+
+    ``batch_norm(z) = z·s + t`` per output channel and ``z = W∘x + b``, so ``W' = scale_weight(W, s)``
+    (``W`` scaled along its output-channel axis) and ``b' = b·s + t`` (``t`` alone without a bias).
+    ``out_channels(W)`` is the layer's output-channel count. float64 math, cast back to W's dtype.
+    """
+    if len(layer.users) != 1:
+        ctx.refuse(bn, f"{kind} output has {len(layer.users)} users")
+        return False
+    affine, reason = batch_norm_affine(gm, bn)
+    if affine is None:
+        ctx.refuse(bn, reason)
+        return False
+    scale, shift, redirect = affine
+    weight = get_constant(gm, layer.args[1])
+    bias_node = layer.args[2] if len(layer.args) > 2 else layer.kwargs.get("bias")
+    bias = get_constant(gm, bias_node) if bias_node is not None else None
+    if weight is None or (bias_node is not None and bias is None):
+        ctx.refuse(bn, f"{kind} weight or bias is not a constant")
+        return False
+    if not weight.is_floating_point():
+        ctx.refuse(bn, f"{kind} weight has dtype {weight.dtype}")
+        return False
+    if scale.numel() != out_channels(weight):
+        ctx.refuse(bn, f"batch_norm has {scale.numel()} channels, the {kind} {out_channels(weight)}")
+        return False
+    new_bias = shift if bias is None else bias.double() * scale + shift
+    weight_node = add_constant(gm, scale_weight(weight, scale).to(weight.dtype), f"{layer.name}_folded_weight", before=layer)
+    bias_out = add_constant(gm, new_bias.to(weight.dtype), f"{layer.name}_folded_bias", before=layer)
+    args = list(layer.args)
+    args[1] = weight_node
+    if len(args) > 2:
+        args[2] = bias_out
+    else:
+        args.append(bias_out)
+    layer.args = tuple(args)
+    layer.kwargs = {k: v for k, v in layer.kwargs.items() if k != "bias"}
+    redirect.replace_all_uses_with(layer)
+    if redirect is not bn:
+        gm.graph.erase_node(redirect)
+    gm.graph.erase_node(bn)
+    return True
+
+
+__all__ += ["BATCH_NORM_OPS", "is_batch_norm", "batch_norm_affine", "fold_batch_norm_into"]
 
 
 # --- metadata and scalars for nodes a pass creates (attention, merged linears, precision) -------
+
 
 
 def infer_meta(node: torch.fx.Node) -> None:

@@ -42,14 +42,11 @@ SHAPE_WORDS = ("symbolic", "dynamic", "static")
 def shape_refusals(report: dict) -> list[str]:
     """Refusals of any stage (fx passes, runtime lowerings, ONNX passes) whose reason is about
     sizes, deduplicated, with a count."""
-    items = [(r["pass_name"], r["reason"]) for r in report.get("refusals", [])]
-    for record in (report.get("onnx") or {}).get("onnx_passes", []):
-        if record.get("name") == "refusals":
-            items += [(item["pass_name"], item["reason"]) for item in record.get("items", [])]
     counts: dict[str, int] = {}
-    for name, reason in items:
-        if any(word in reason for word in SHAPE_WORDS):
-            counts[f"{name}: {reason}"] = counts.get(f"{name}: {reason}", 0) + 1
+    for r in report.get("refusals", []):  # every stage's, ONNX passes' included (stage "onnx")
+        if any(word in r["reason"] for word in SHAPE_WORDS):
+            key = f"{r['pass_name']}: {r['reason']}"
+            counts[key] = counts.get(key, 0) + 1
     return [f"{key} (x{count})" for key, count in counts.items()]
 
 

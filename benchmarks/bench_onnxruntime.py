@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "samples"))
 
 import accelc  # noqa: E402
-from accelc.runtime.onnxruntime import disabled_fusions, session_options  # noqa: E402
+from accelc.onnx.session import disabled_fusions, session_options  # noqa: E402
 from accelc.timing import compare_latency  # noqa: E402
 from accelc.verify import compare_outputs, flat_outputs  # noqa: E402
 
@@ -147,7 +147,7 @@ def bench_one(sample: str, small: bool, batch: int, seq: int | None, seconds: fl
     build_seconds = time.perf_counter() - start
     artifact = fast.save(os.path.join(workdir, f"{tag}_accelc"))
     systems["accelc_ort"], opened["accelc_ort"] = fast, lambda: accelc.load(artifact)
-    passes = {r["name"]: r.get("stats", {}) for r in report.get("onnx_passes", []) if "stats" in r}
+    passes = {r["name"]: r["stats"] for r in report.get("onnx_passes", [])}
     attention["accelc_ort"] = passes.get("fuse_attention", {}).get("fused", 0)
 
     errors = {}

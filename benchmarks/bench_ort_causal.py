@@ -29,7 +29,8 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from accelc.onnx.pass_base import OnnxPassContext, discover_onnx_passes
+from accelc.pass_base import PassContext
+from accelc.registry import Registry
 from accelc.timing import compare_latency
 
 HIDDEN, HEADS = 768, 12
@@ -65,9 +66,9 @@ def cases(seq: int) -> dict:
                                        domain="com.microsoft", num_heads=HEADS), seq, 20,
                       initializers=[masked.graph.initializer[0], zero_bias])
     split, split_with_bias = ir.serde.deserialize_model(masked), ir.serde.deserialize_model(with_bias)
-    splitter = discover_onnx_passes()["split_causal_attention"]()
-    result = splitter(split, OnnxPassContext(current_pass="split_causal_attention"))
-    splitter(split_with_bias, OnnxPassContext(current_pass="split_causal_attention"))
+    splitter = Registry.discover().create("onnx", "split_causal_attention")
+    result = splitter(split, PassContext(current_pass="split_causal_attention", stage="onnx"))
+    splitter(split_with_bias, PassContext(current_pass="split_causal_attention", stage="onnx"))
     lengths = [helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
                helper.make_tensor_value_info("total", TensorProto.INT32, [])]
     gqa_feeds = {"seqlens_k": np.array([seq - 1], np.int32), "total": np.array(seq, np.int32)}

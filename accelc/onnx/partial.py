@@ -20,7 +20,9 @@ import torch
 import torch.fx
 from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupportBase
+from torch.utils import _pytree as pytree
 
+from ..pass_base import Pass, PassContext
 from ..source import node_location
 
 log = logging.getLogger(__name__)
@@ -94,15 +96,20 @@ def split_for_onnx(gm: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, list
     return split, names
 
 
-def submodule_inputs(split: torch.fx.GraphModule, names: list[str], inputs: tuple) -> dict[str, tuple]:
-    """Example inputs of each fused submodule, recorded by running the split graph once."""
-    seen: dict[str, tuple] = {}
+def submodule_cases(split: torch.fx.GraphModule, names: list[str], inputs: tuple) -> dict[str, tuple[tuple, list]]:
+    """Each fused submodule's (inputs, flat outputs) when the split graph runs once on ``inputs``:
+    its example and its reference answers, from PyTorch."""
+    seen: dict[str, tuple[tuple, list]] = {}
+
+    def detached(values):
+        return tuple(v.detach().clone() if isinstance(v, torch.Tensor) else v for v in values)
 
     class Recorder(torch.fx.Interpreter):
         def call_module(self, target, args, kwargs):
+            out = super().call_module(target, args, kwargs)
             if target in names and target not in seen:
-                seen[target] = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
-            return super().call_module(target, args, kwargs)
+                seen[target] = (detached(args), list(detached(pytree.tree_leaves(out))))
+            return out
 
     # no_grad, not inference_mode: torch.export refuses inference tensors as example inputs.
     with torch.no_grad():
@@ -144,31 +151,37 @@ def submodule_dynamic_shapes(sub: torch.fx.GraphModule, symbols: dict[str, objec
     return tuple(spec) if dynamic else None
 
 
-def build_partial(gm: torch.fx.GraphModule, inputs: tuple, device, precision: str, workdir: str,
-                  unsupported: list[torch.fx.Node], dynamic_shapes=None, probe_inputs: list[tuple] | None = None):
-    """Each exportable region becomes an OrtRuntime inside a torch GraphModule; returns (module, report).
+def build_partial(gm: torch.fx.GraphModule, inputs: tuple, device, ctx: PassContext, passes: list[Pass], workdir: str,
+                  unsupported: list[torch.fx.Node], build_region, *, dynamic_shapes=None,
+                  probe_inputs: list[tuple] | None = None, on_progress=None):
+    """Each exportable region becomes an ONNX Runtime module inside a torch GraphModule; returns
+    (module, report).
 
-    With ``dynamic_shapes`` (torch.export's spec for ``inputs``), each region is exported with the
-    dims its inputs share with the graph's inputs dynamic, and checked on the inputs it sees at
-    each of ``probe_inputs``. The regions' examples are recorded on the example with its dynamic
-    sizes of 1 grown to 2, so no region sees a size torch.export would pin.
+    ``build_region(sub, example, device, ctx, passes, workdir, *, dynamic_shapes, cases,
+    on_progress) -> (runtime, report)`` builds one region in its own folder under ``workdir``
+    (:mod:`accelc.onnx.build` passes its own, so this module imports no runtime). Each region
+    is checked on the inputs it sees, against the answers PyTorch gives there, on the example
+    and at each of ``probe_inputs`` (those a static region cannot take are skipped). With
+    ``dynamic_shapes`` (torch.export's spec for ``inputs``), each region is exported with the
+    dims its inputs share with the graph's inputs dynamic; the regions' examples are then
+    recorded on the example with its dynamic sizes of 1 grown to 2, so no region sees a size
+    torch.export would pin.
     """
-    from ..runtime.onnxruntime import build_onnx_runtime
     from .export import grow_inputs
 
     split, names = split_for_onnx(gm)
     if dynamic_shapes is not None:
         inputs = grow_inputs(inputs, dynamic_shapes)
         symbols = _symbol_dims(gm, dynamic_shapes)
-    examples = submodule_inputs(split, names, inputs)
-    probes = [submodule_inputs(split, names, p) for p in (probe_inputs or [])]
+    examples = submodule_cases(split, names, inputs)
+    probes = [submodule_cases(split, names, p) for p in (probe_inputs or [])]
     parts = {}
     for name in names:
         sub = getattr(split, name)
         spec = submodule_dynamic_shapes(sub, symbols) if dynamic_shapes is not None else None
-        runtime, part_report = build_onnx_runtime(sub, examples[name], device, precision, os.path.join(workdir, name),
-                                                  dynamic_shapes=spec,
-                                                  probe_inputs=[p[name] for p in probes if name in p] if spec else None)
+        cases = [examples[name], *(p[name] for p in probes if name in p)]
+        runtime, part_report = build_region(sub, examples[name][0], device, ctx, passes, os.path.join(workdir, name),
+                                            dynamic_shapes=spec, cases=cases, on_progress=on_progress)
         setattr(split, name, runtime)  # call_module now calls ONNX Runtime
         parts[name] = part_report
     report = {"partial": True, "kept_in_pytorch": describe(unsupported), "onnx_parts": parts}
@@ -178,4 +191,4 @@ def build_partial(gm: torch.fx.GraphModule, inputs: tuple, device, precision: st
     return split, report
 
 
-__all__ = ["is_exportable", "unexportable_nodes", "split_for_onnx", "build_partial"]
+__all__ = ["is_exportable", "unexportable_nodes", "split_for_onnx", "submodule_cases", "build_partial"]

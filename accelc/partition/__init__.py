@@ -1,4 +1,4 @@
-"""Partitioning: cost model, capability split and the stage plan.
+"""Partitioning: cost model and the stage plan.
 
 ``make_plan(gm, example_inputs, stages=2)`` cuts a captured graph into stages contiguous in
 topological order; the resulting ``Plan`` is plain data (``plan.to_json()``).
@@ -7,9 +7,8 @@ topological order; the resulting ``Plan`` is plain data (``plan.to_json()``).
 from .cost import NodeCost, estimate_costs, graph_dag, profile_nodes
 from .partitioner import PartitionError, make_plan
 from .plan import Plan, Stage
-from .support import split_by_support
 
 __all__ = [
     "NodeCost", "estimate_costs", "graph_dag", "profile_nodes",
-    "PartitionError", "make_plan", "Plan", "Stage", "split_by_support",
+    "PartitionError", "make_plan", "Plan", "Stage",
 ]

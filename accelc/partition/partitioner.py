@@ -171,24 +171,6 @@ def fit_plan(gm: torch.fx.GraphModule, plan: Plan) -> Plan:
     return make_plan(gm, stages=plan.num_stages, devices=plan.devices)
 
 
-def plan_from_groups(gm: torch.fx.GraphModule, groups: list[tuple[str, list[str]]], devices: list[str] | None = None) -> Plan:
-    """A plan whose stages are given groups of consecutive call nodes, each with its backend name.
-
-    ``groups`` comes from ``support.split_by_support`` mapped to backends, e.g.
-    ``[("onnxruntime", [...]), ("torch", [...])]``.
-    """
-    calls = [x.name for x in _call_nodes(gm)]
-    flat = [name for _, names in groups for name in names]
-    if flat != calls:
-        raise PartitionError("groups must cover every call node once, in topological order")
-    bounds, acc = [], 0
-    for _, names in groups[:-1]:
-        acc += len(names)
-        bounds.append(acc)
-    return make_plan(gm, stages=len(groups), devices=devices or ["cpu"] * len(groups), boundaries=bounds,
-                     backends=[b for b, _ in groups])
-
-
 def build_stage_module(gm: torch.fx.GraphModule, plan: Plan, index: int, device: str | torch.device | None = None) -> torch.fx.GraphModule:
     """Stage ``index`` as its own GraphModule: ``forward(*stage.inputs) -> tuple(stage.outputs)``.
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import BATCH_NORM_OPS, add_constant, aten, batch_norm_affine, find_nodes, get_constant, is_op
+from accelc.patterns import BATCH_NORM_OPS, aten, find_nodes, fold_batch_norm_into, is_op
 
 _CONVS = (aten.conv1d, aten.conv2d, aten.conv3d)
 _TRANSPOSED_CONVS = (aten.conv_transpose1d, aten.conv_transpose2d, aten.conv_transpose3d)
@@ -57,49 +57,14 @@ class FoldConvBatchNorm(Pass):
         return PassResult(modified=folded > 0, stats={"folded": folded})
 
     def _fold(self, gm, ctx: PassContext, conv: torch.fx.Node, bn: torch.fx.Node, transposed: bool, groups: int) -> bool:
-        if len(conv.users) != 1:
-            ctx.refuse(bn, f"conv output has {len(conv.users)} users")
-            return False
-        affine, reason = batch_norm_affine(gm, bn)
-        if affine is None:
-            ctx.refuse(bn, reason)
-            return False
-        scale, shift, redirect = affine
-        weight = get_constant(gm, conv.args[1])
-        bias_node = conv.args[2] if len(conv.args) > 2 else conv.kwargs.get("bias")
-        bias = get_constant(gm, bias_node) if bias_node is not None else None
-        if weight is None or (bias_node is not None and bias is None):
-            ctx.refuse(bn, "conv weight or bias is not a constant")
-            return False
-        if not weight.is_floating_point():
-            ctx.refuse(bn, f"conv weight has dtype {weight.dtype}")
-            return False
-        out_channels = weight.shape[1] * groups if transposed else weight.shape[0]
-        if scale.numel() != out_channels:
-            ctx.refuse(bn, f"batch_norm has {scale.numel()} channels, the conv {out_channels}")
-            return False
-
-        new_weight = scale_output_channels(weight, scale, transposed, groups)
-        new_bias = shift if bias is None else bias.double() * scale + shift
-        weight_node = add_constant(gm, new_weight, f"{conv.name}_folded_weight", before=conv)
-        bias_out = add_constant(gm, new_bias.to(weight.dtype), f"{conv.name}_folded_bias", before=conv)
-        args = list(conv.args)
-        args[1] = weight_node
-        if len(args) > 2:
-            args[2] = bias_out
-        else:
-            args.append(bias_out)
-        conv.args = tuple(args)
-        conv.kwargs = {k: v for k, v in conv.kwargs.items() if k != "bias"}
-        redirect.replace_all_uses_with(conv)
-        if redirect is not bn:
-            gm.graph.erase_node(redirect)
-        gm.graph.erase_node(bn)
-        return True
+        return fold_batch_norm_into(
+            gm, ctx, conv, bn, "conv",
+            scale_weight=lambda w, s: scale_output_channels(w, s, transposed, groups),
+            out_channels=lambda w: w.shape[1] * groups if transposed else w.shape[0])
 
 
 def scale_output_channels(weight: torch.Tensor, scale: torch.Tensor, transposed: bool = False, groups: int = 1) -> torch.Tensor:
-    """``weight`` with each output channel's slice multiplied by ``scale[channel]`` (float64 math)."""
+    """``weight`` with each output channel's slice multiplied by ``scale[channel]`` (float64)."""
     w = weight.double()
     tail = [1] * (w.dim() - 2)
     if not transposed:
@@ -108,17 +73,5 @@ def scale_output_channels(weight: torch.Tensor, scale: torch.Tensor, transposed:
         in_channels, out_per_group = w.shape[0], w.shape[1]
         grouped = w.reshape(groups, in_channels // groups, out_per_group, *w.shape[2:])
         scaled = (grouped * scale.reshape(groups, 1, out_per_group, *tail)).reshape(w.shape)
-    return scaled.to(weight.dtype)
+    return scaled
 
-
-def fold_weights(weight, bias, gamma, beta, mean, var, eps: float):
-    """The folded (W', b') for a conv weight with the output channel on dim 0."""
-    scale = torch.rsqrt(var.double() + eps)
-    if gamma is not None:
-        scale = scale * gamma.double()
-    shift = -mean.double() * scale
-    if bias is not None:
-        shift = shift + bias.double() * scale
-    if beta is not None:
-        shift = shift + beta.double()
-    return scale_output_channels(weight, scale), shift.to(weight.dtype)

@@ -14,7 +14,7 @@ fp32 and their consumers cast the result down again.
 
 Error budget: the pass runs the fp32 and the lowered graph on the example inputs and records each
 output's max error (``gm.meta["accelc"]["lower_precision"]``). When an output exceeds the
-tolerance of the lowered dtype (:func:`accelc.verify.tolerance`), it bisects over the model's
+tolerance of the lowered dtype (:func:`accelc.patterns.tolerance`), it bisects over the model's
 layers in graph order for the first layer whose lowering breaks the tolerance, keeps that layer in
 fp32 (refusal: which layer, which output, what error) and tries again, a few layers at most.
 At ``fp32`` the pass does nothing.
@@ -31,8 +31,8 @@ import torch.fx
 from torch.utils._pytree import tree_leaves, tree_map
 
 from accelc import Pass, PassContext, PassResult
-from accelc.patterns import META_KEY, accelc_meta, add_constant, aten, get_constant, infer_meta, is_op, tensor_meta
-from accelc.verify import compare_outputs, tolerance, verification_inputs
+from accelc.patterns import (META_KEY, accelc_meta, add_constant, aten, compare_outputs, get_constant, infer_meta, is_op,
+                             tensor_meta, tolerance, verification_inputs)
 
 log = logging.getLogger(__name__)
 

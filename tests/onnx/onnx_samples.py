@@ -134,6 +134,40 @@ def eager_outputs(name: str, inputs: tuple) -> list:
         return flat_outputs(model(*inputs))
 
 
+# --- building runtimes ---------------------------------------------------------------------
+
+
+def onnx_passes(device_type: str = "cpu", names: list[str] | None = None) -> list:
+    """Instances of the onnx stage's passes: ``names``, or the stage's default list for the device."""
+    from accelc.registry import Registry
+    from accelc.stages import STAGES
+
+    registry = Registry.discover()
+    return [registry.create("onnx", n) for n in (STAGES["onnx"].default_names(device_type) if names is None else names)]
+
+
+def reference_cases(module, input_sets: list[tuple]) -> list[tuple[tuple, list]]:
+    """(inputs, flat outputs of ``module``) for each input set: the references build_onnx_runtime checks against."""
+    from accelc.verify import flat_outputs
+
+    with torch.inference_mode():
+        return [(inputs, flat_outputs(module(*inputs))) for inputs in input_sets]
+
+
+def build(gm, inputs, device="cpu", precision="fp32", *, passes=None, ctx=None, probe_inputs=None, **kwargs):
+    """build_onnx_runtime as the API calls it: a fresh context (or ``ctx``), the onnx stage's
+    default passes for the device (or ``passes``), and, with ``probe_inputs``, the graph's
+    answers on the example and on each of them as the cases."""
+    from accelc.onnx.build import build_onnx_runtime
+    from accelc.pass_base import PassContext
+
+    ctx = ctx or PassContext(device=device, precision=precision, example_inputs=inputs)
+    passes = onnx_passes(torch.device(device).type) if passes is None else passes
+    if probe_inputs is not None:
+        kwargs["cases"] = reference_cases(gm, [inputs, *probe_inputs])
+    return build_onnx_runtime(gm, inputs, device, ctx, passes, **kwargs)
+
+
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in model.graph.node:

@@ -11,12 +11,15 @@ import onnx_ir as ir
 import pytest
 import torch
 
-from accelc.onnx.optimize import run_all_in_ort
-from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, discover_onnx_passes
-from accelc.runtime.onnxruntime import build_onnx_runtime
+from accelc.onnx.optimize import optimize_onnx, run_all_in_ort
+from accelc.onnx.pass_base import OnnxPass, PassResult
+from accelc.pass_base import PassContext
+from accelc.pass_manager import FAILED, FIRED, ROLLED_BACK, STATUSES, UNCHANGED, PassRecord
+from accelc.registry import Registry
 from accelc.verify import compare_outputs, tolerance, tolerance_for_precision
 
-from onnx_samples import DYNAMIC_AXES, POINTS, captured_dynamic, eager_outputs, exported_dynamic, inputs_at, op_counts
+from onnx_samples import (DYNAMIC_AXES, POINTS, build, captured_dynamic, eager_outputs, exported_dynamic, inputs_at, op_counts,
+                          onnx_passes)
 
 SAMPLES = ["mlp", "cnn", "vit", "bert", "gpt2"]
 # The CPU pipeline's passes that apply with batch and seq symbolic: those that apply on the static
@@ -30,14 +33,17 @@ APPLIED = {
 }
 
 
+REGISTRY = Registry.discover()
+
+
 def _dim_params(values) -> list[list]:
     return [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values]
 
 
 def _apply(name: str, proto, precision="fp32", device="cpu"):
     model = ir.serde.deserialize_model(proto)
-    ctx = OnnxPassContext(precision=precision, device=device, current_pass=name)
-    result = discover_onnx_passes()[name]()(model, ctx)
+    ctx = PassContext(precision=precision, device=device, current_pass=name, stage="onnx")
+    result = REGISTRY.create("onnx", name)(model, ctx)
     return ir.serde.serialize_model(model), result, ctx
 
 
@@ -61,20 +67,19 @@ def test_optimised_model_runs_other_shapes_in_plain_onnxruntime(sample, tmp_path
     sizes, sequence lengths and image sizes other than the example's."""
     import onnxruntime as ort
 
-    import accelc.runtime.onnxruntime as runtime_module
+    import accelc.onnx.build as build_module
 
     model, inputs, spec, gm = captured_dynamic(sample)
     # The export of this graph is the one the pass tests below use (the same export_graph call,
     # cached): exports are most of these tests' time.
-    real = runtime_module.export_graph
-    monkeypatch.setattr(runtime_module, "export_graph", lambda g, *a, **k: (
+    real = build_module.export_graph
+    monkeypatch.setattr(build_module, "export_graph", lambda g, *a, **k: (
         exported_dynamic(sample, export_root) if g is gm and k.get("dynamic_shapes") is spec else real(g, *a, **k)))
     probes = [inputs_at(sample, p, seed=10 + i) for i, p in enumerate(POINTS[sample][1:])]
-    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path / "work"),
-                                         dynamic_shapes=spec, probe_inputs=probes)
-    assert report["verification"]["ok"], report["verification"]
+    runtime, report = build(gm, inputs, "cpu", dynamic_shapes=spec, probe_inputs=probes)
     assert report["probes"] == {"checked": len(probes), "skipped": 0}
-    applied = [r["name"] for r in report["onnx_passes"] if r.get("status") == "applied"]
+    assert {r["status"] for r in report["onnx_passes"]} <= {FIRED, UNCHANGED}, report["onnx_passes"]
+    applied = [r["name"] for r in report["onnx_passes"] if r["status"] == FIRED]
     assert applied == APPLIED[sample], report["onnx_passes"]
     if "fuse_attention" in applied:
         stats = next(r for r in report["onnx_passes"] if r["name"] == "fuse_attention")["stats"]
@@ -220,7 +225,7 @@ def test_fold_bias_add_reads_the_leading_sizes_at_run_time(export_root):
 def test_split_causal_attention_refuses_a_symbolic_query_length(export_root, monkeypatch):
     """GPT-2 with a dynamic sequence length: the chunks would be decided at build time, so it
     refuses with that reason (even at 4 rows per chunk)."""
-    cls = discover_onnx_passes()["split_causal_attention"]
+    cls = REGISTRY.load("onnx", "split_causal_attention")
     monkeypatch.setattr(cls, "rows_per_chunk", 4)
     proto = _prepared("gpt2", export_root, ["fuse_attention"])
     new, result, ctx = _apply("split_causal_attention", proto)
@@ -329,52 +334,94 @@ class AddBatchMinusExample(OnnxPass):
         return PassResult(True, {"shifted": 1})
 
 
-@pytest.fixture
-def with_wrong_pass(monkeypatch):
-    import accelc.onnx.optimize as optimize
-
-    registry = dict(discover_onnx_passes(), add_batch_minus_example=AddBatchMinusExample)
-    monkeypatch.setattr(optimize, "discover_onnx_passes", lambda: registry)
-    monkeypatch.setitem(optimize.ONNX_PIPELINES, "cpu", ["add_batch_minus_example"])
-
-
-def test_a_pass_right_only_at_the_example_shape_is_rolled_back(with_wrong_pass, tmp_path):
+def test_a_pass_right_only_at_the_example_shape_is_rolled_back():
     _, inputs, spec, gm = captured_dynamic("mlp")
     assert inputs[0].shape[0] == 1
     probes = [inputs_at("mlp", (3,)), inputs_at("mlp", (8,))]
-    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path / "probed"),
-                                         dynamic_shapes=spec, probe_inputs=probes)
+    runtime, report = build(gm, inputs, "cpu", passes=[AddBatchMinusExample()], dynamic_shapes=spec, probe_inputs=probes)
     record = next(r for r in report["onnx_passes"] if r["name"] == "add_batch_minus_example")
-    assert record["status"].startswith("rolled back: at input shapes (3, 64)"), record
-    assert report["verification"]["ok"]
+    assert record["status"] == ROLLED_BACK and record["stage"] == "onnx", record
+    assert record["reason"].startswith("changed the outputs: at input shapes (3, 64)"), record
     assert compare_outputs(runtime(probes[1][0]), eager_outputs("mlp", probes[1])).ok
 
     # Checked at the example alone the same pass passes, and the runtime is wrong elsewhere.
-    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path / "example_only"), dynamic_shapes=spec)
+    runtime, report = build(gm, inputs, "cpu", passes=[AddBatchMinusExample()], dynamic_shapes=spec)
     record = next(r for r in report["onnx_passes"] if r["name"] == "add_batch_minus_example")
-    assert record["status"] == "applied", record
+    assert record["status"] == FIRED, record
     assert not compare_outputs(runtime(probes[1][0]), eager_outputs("mlp", probes[1])).ok
 
 
-def test_final_check_covers_the_probes(tmp_path, monkeypatch):
-    """The session's final check runs at every probe too: a model that is wrong at one is reported."""
-    import accelc.onnx.optimize as optimize
-    import accelc.runtime.onnxruntime as runtime_module
+class Explode(OnnxPass):
+    """A broken plugin: it raises."""
 
-    def keep_every_pass(model, cases, meta, precision, workdir, pass_names=None, device="cpu"):
-        proto = ir.serde.deserialize_model(model)
-        AddBatchMinusExample()(proto, OnnxPassContext())
-        return ir.serde.serialize_model(proto), []
+    name = "explode"
 
-    monkeypatch.setattr(optimize, "optimize_onnx", keep_every_pass)
-    _, inputs, spec, gm = captured_dynamic("mlp")
-    _, report = runtime_module.build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path), dynamic_shapes=spec,
-                                                  probe_inputs=[inputs_at("mlp", (3,))])
-    assert not report["verification"]["ok"]
-    assert report["verification"]["message"].startswith("at input shapes (3, 64)"), report["verification"]
+    def run(self, model, ctx):
+        raise RuntimeError("boom")
 
 
-def test_probes_a_static_export_cannot_take_are_left_out(tmp_path, monkeypatch):
+class RefuseTheFirstNode(OnnxPass):
+    """Looks at the first node and leaves it alone."""
+
+    name = "refuse_the_first_node"
+
+    def run(self, model, ctx):
+        ctx.refuse(next(iter(model.graph)), "not today")
+        return PassResult(False)
+
+
+class IdentityOnTheOutput(OnnxPass):
+    """A harmless rewrite: the first output through an Identity."""
+
+    name = "identity_on_the_output"
+
+    def run(self, model, ctx):
+        node = ir.Node("", "Identity", [model.graph.outputs[0]])
+        model.graph.append(node)
+        node.outputs[0].name = "identity_output"
+        model.graph.outputs[0] = node.outputs[0]
+        return PassResult(True, {"identities": 1})
+
+
+def test_optimize_onnx_runs_the_stage_on_the_pass_manager(export_root, tmp_path):
+    """One PassRecord per pass with the manager's four statuses: a pass that raises is failed and
+    the stage goes on, one that changes the answers at a checked size is rolled back; refusals
+    land in the caller's context, stage "onnx"."""
+    _, inputs, _, gm = captured_dynamic("mlp")
+    cases = [(x, eager_outputs("mlp", x)) for x in (inputs, inputs_at("mlp", (3,)))]
+    meta = {"arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"]}
+    ctx = PassContext(refusals=[])
+    passes = [Explode(), AddBatchMinusExample(), RefuseTheFirstNode(), IdentityOnTheOutput()]
+    progress = []
+    model, records = optimize_onnx(exported_dynamic("mlp", export_root).model, cases, meta, ctx, str(tmp_path), passes,
+                                   on_progress=progress.append)
+    assert all(isinstance(r, PassRecord) and r.status in STATUSES and r.stage == "onnx" for r in records)
+    assert [(r.name, r.status) for r in records] == [
+        ("explode", FAILED), ("add_batch_minus_example", ROLLED_BACK), ("refuse_the_first_node", UNCHANGED),
+        ("identity_on_the_output", FIRED)]
+    assert records[0].reason == "raised RuntimeError: boom", records[0]
+    assert [(r.pass_name, r.reason, r.stage) for r in ctx.refusals] == [("refuse_the_first_node", "not today", "onnx")]
+    assert ctx.stage == "graph" and "onnx pass 4/4: identity_on_the_output" in progress
+    assert model.graph.output[0].name == "identity_output"  # the fired pass is kept, the rolled-back one is not
+    assert all(i.name != "example_batch" for i in model.graph.initializer)
+    _matches_eager_everywhere(model, "mlp", tmp_path)
+
+
+def test_onnx_refusals_join_the_compilations_context(export_root):
+    """The built-in passes' refusals reach the context the caller gave, beside the fx stages'."""
+    _, inputs, spec, gm = captured_dynamic("gpt2")
+    earlier = PassContext().refusals
+    ctx = PassContext(refusals=earlier)
+    ctx.current_pass = "fold_constants"
+    ctx.refuse("mask", "an fx refusal")
+    build(gm, inputs, "cpu", ctx=ctx, passes=onnx_passes(names=["fuse_attention", "split_causal_attention"]),
+          dynamic_shapes=spec)
+    assert ctx.refusals is earlier and ctx.refusals[0].stage == "graph"
+    onnx = [(r.pass_name, r.reason) for r in ctx.refusals if r.stage == "onnx"]
+    assert onnx == [("split_causal_attention", "query length is symbolic: chunks are decided at build time")] * 2, ctx.refusals
+
+
+def test_probes_a_static_export_cannot_take_are_left_out(monkeypatch):
     """When only a static export succeeds, the probes at other sizes are skipped and counted."""
     import accelc.onnx.export as export_module
 
@@ -388,9 +435,10 @@ def test_probes_a_static_export_cannot_take_are_left_out(tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "_dynamo_export", static_only)
     monkeypatch.setattr(export_module, "_torchscript_export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no")))
     _, inputs, spec, gm = captured_dynamic("mlp")
-    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path), dynamic_shapes=spec,
-                                         probe_inputs=[inputs_at("mlp", (3,)), inputs_at("mlp", (1,), seed=5)])
+    runtime, report = build(gm, inputs, "cpu", dynamic_shapes=spec,
+                            probe_inputs=[inputs_at("mlp", (3,)), inputs_at("mlp", (1,), seed=5)])
     assert report["export"]["dynamic_axes"] == {} and report["probes"]["checked"] == 1 and report["probes"]["skipped"] == 1
-    assert report["verification"]["ok"]
+    assert "static shapes" in report["probes"]["why_skipped"]
+    assert compare_outputs(runtime(*inputs), eager_outputs("mlp", inputs)).ok
     with pytest.raises(Exception, match="index: 0 Got: 3 Expected: 1"):  # ORT refuses, it does not guess
         runtime(inputs_at("mlp", (3,))[0])

@@ -8,8 +8,10 @@ import onnx_ir as ir
 import pytest
 import torch
 
-from accelc.onnx.optimize import ONNX_PIPELINES, run_in_ort
-from accelc.onnx.pass_base import OnnxPassContext, discover_onnx_passes
+from accelc.onnx.optimize import run_in_ort
+from accelc.pass_base import PassContext
+from accelc.registry import Registry
+from accelc.stages import STAGES
 from accelc.verify import compare_outputs, flat_outputs, tolerance, tolerance_for_precision
 
 from onnx_samples import captured, captured_dynamic, exported, exported_dynamic, op_counts
@@ -25,10 +27,13 @@ CASES = {
 }
 
 
+REGISTRY = Registry.discover()
+
+
 def _apply(name: str, proto, precision="fp32", device="cpu"):
     model = ir.serde.deserialize_model(proto)
-    ctx = OnnxPassContext(precision=precision, device=device, current_pass=name)
-    result = discover_onnx_passes()[name]()(model, ctx)
+    ctx = PassContext(precision=precision, device=device, current_pass=name, stage="onnx")
+    result = REGISTRY.create("onnx", name)(model, ctx)
     return ir.serde.serialize_model(model), result, ctx
 
 
@@ -58,12 +63,12 @@ def _same_in_ort(proto, sample, tmp_path):
 
 
 def test_onnx_passes_are_registered():
-    assert set(CASES) | {"convert_fp16", "cleanup_casts_reshapes"} <= set(discover_onnx_passes())
+    assert set(CASES) | {"convert_fp16", "cleanup_casts_reshapes"} <= set(REGISTRY.names("onnx"))
 
 
 def test_every_pipeline_pass_is_registered():
-    for pipeline in ONNX_PIPELINES.values():
-        assert set(pipeline) <= set(discover_onnx_passes())
+    for device_type in ("cpu", "cuda"):
+        assert set(STAGES["onnx"].default_names(device_type)) <= set(REGISTRY.names("onnx"))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -261,7 +266,7 @@ def test_quantize_int8_leaves_convolutions_alone(export_root):
 
 @pytest.fixture
 def split_every_4_rows(monkeypatch):
-    cls = discover_onnx_passes()["split_causal_attention"]
+    cls = REGISTRY.load("onnx", "split_causal_attention")
     monkeypatch.setattr(cls, "rows_per_chunk", 4)
     return cls
 

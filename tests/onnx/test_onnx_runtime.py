@@ -1,9 +1,12 @@
 """End to end: every small sample through build_onnx_runtime matches eager; model.onnx reloads in
-plain onnxruntime (no accelc) with eager's answers; the runtime reloads from its folder."""
+plain onnxruntime (no accelc) with eager's answers; the runtime reloads from its folder, and the
+temporary folder of a build goes with the runtime."""
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import subprocess
 import sys
 
@@ -11,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from accelc.runtime.onnxruntime import build_onnx_runtime, load_onnx_runtime, provider_plan
+from accelc.onnx.session import provider_plan
+from accelc.runtime.onnxruntime import load_onnx_runtime
 from accelc.verify import compare_outputs, flat_outputs
 
-from onnx_samples import captured, captured_dynamic
+from onnx_samples import build, captured, captured_dynamic
 
 SAMPLES = ["mlp", "cnn", "resnet50", "bert", "gpt2", "vit"]
 
@@ -32,7 +36,7 @@ print("accelc" in sys.modules)
 @pytest.mark.parametrize("name", SAMPLES)
 def test_sample_through_onnx_runtime_matches_eager(name, tmp_path):
     model, inputs, gm = captured(name)
-    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path / "work"))
+    runtime, report = build(gm, inputs, "cpu")
     with torch.inference_mode():
         expected = model(*inputs)
     got = runtime(*inputs)
@@ -58,16 +62,16 @@ def test_sample_through_onnx_runtime_matches_eager(name, tmp_path):
     assert compare_outputs(reloaded(*inputs), expected).ok
 
 
-def test_transformer_exports_fuse_every_attention_block(tmp_path):
+def test_transformer_exports_fuse_every_attention_block():
     for name in ("bert", "gpt2", "vit"):
         _, inputs, gm = captured(name)
-        _, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path / name))
+        _, report = build(gm, inputs, "cpu")
         attention = next(r for r in report["onnx_passes"] if r["name"] == "fuse_attention")
-        assert attention["status"] == "applied", (name, attention)
+        assert attention["status"] == "fired", (name, attention)
         assert attention["stats"]["fused"] == attention["stats"]["attention_present"] == 2, (name, attention)
 
 
-def test_cpu_pipeline_keeps_gemms_whole_and_layer_norm_unfused(tmp_path):
+def test_cpu_pipeline_keeps_gemms_whole_and_layer_norm_unfused():
     """On the CPU provider: MultiHeadAttention with separate Q/K/V GEMMs, biases inside Gemm, no
     SkipLayerNormalization/BiasGelu (slower kernels there), and ORT told not to fuse them back."""
     import onnx
@@ -75,7 +79,7 @@ def test_cpu_pipeline_keeps_gemms_whole_and_layer_norm_unfused(tmp_path):
     from onnx_samples import op_counts
 
     model, inputs, gm = captured("bert")
-    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path))
+    runtime, report = build(gm, inputs, "cpu")
     ops = op_counts(onnx.load(runtime.model_path))
     # each MultiHeadAttention sits in drop_padded_keys' If: unmasked on the kept keys, or as it was
     assert ops.get("If") == 2 and "MultiHeadAttention" not in ops and "Attention" not in ops
@@ -87,7 +91,7 @@ def test_cpu_pipeline_keeps_gemms_whole_and_layer_norm_unfused(tmp_path):
         assert compare_outputs(runtime(*inputs), model(*inputs)).ok
 
 
-def test_torchscript_exporter_is_the_fallback(tmp_path, monkeypatch):
+def test_torchscript_exporter_is_the_fallback(monkeypatch):
     """When the dynamo exporter fails, the TorchScript exporter exports the graph module and the
     report keeps the dynamo failure."""
     import accelc.onnx.export as export_module
@@ -97,16 +101,16 @@ def test_torchscript_exporter_is_the_fallback(tmp_path, monkeypatch):
 
     monkeypatch.setattr(export_module, "_dynamo_export", refuse)
     model, inputs, gm = captured("gpt2")
-    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path))
+    runtime, report = build(gm, inputs, "cpu")
     assert report["export"]["exporter"] == "torchscript"
     assert any("dynamo exporter refused" in a for a in report["export"]["attempts"])
     with torch.inference_mode():
         assert compare_outputs(runtime(*inputs), model(*inputs)).ok
 
 
-def test_dynamic_batch_where_the_model_allows(tmp_path):
+def test_dynamic_batch_where_the_model_allows():
     model, inputs, spec, gm = captured_dynamic("mlp")
-    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path), dynamic_shapes=spec)
+    runtime, report = build(gm, inputs, "cpu", dynamic_shapes=spec)
     assert report["export"]["dynamic_axes"] == {"x": {"0": "batch"}}
     assert runtime.meta["dynamic_axes"] == {"x": {"0": "batch"}} and "static" not in runtime.meta
     batch = torch.cat([inputs[0]] * 3)
@@ -115,10 +119,56 @@ def test_dynamic_batch_where_the_model_allows(tmp_path):
     torch.testing.assert_close(runtime(batch), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_static_without_dynamic_shapes(tmp_path):
+def test_static_without_dynamic_shapes():
     _, inputs, gm = captured("mlp")
-    runtime, report = build_onnx_runtime(gm, inputs, "cpu", "fp32", str(tmp_path))
+    runtime, report = build(gm, inputs, "cpu")
     assert report["export"]["dynamic_axes"] == {} and runtime.meta["dynamic_axes"] == {}
+
+
+def test_a_built_runtime_owns_its_temporary_folder(tmp_path, monkeypatch):
+    """The build's folder (export, candidates, model.onnx) goes with close(), or with the runtime
+    when it is garbage-collected; save() first copies model.onnx out, and a runtime loaded from
+    an artifact owns none of it."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where mkdtemp puts the build's folder
+    os.makedirs(tmp_path / "tmp")
+    _, inputs, gm = captured("mlp")
+    runtime, _ = build(gm, inputs, "cpu", passes=[])
+    folder = os.path.dirname(runtime.model_path)
+    assert os.path.dirname(folder) == str(tmp_path / "tmp") and os.path.basename(folder).startswith("accelc-onnx-")
+    runtime.save(str(tmp_path / "artifact"))
+    runtime.close()
+    assert not os.path.exists(folder)
+    runtime.close()  # a second close has nothing left to do
+
+    loaded = load_onnx_runtime(str(tmp_path / "artifact"))
+    loaded.close()
+    del loaded
+    gc.collect()
+    assert os.path.isfile(tmp_path / "artifact" / "model.onnx")
+
+    runtime, _ = build(gm, inputs, "cpu", passes=[])
+    folder = os.path.dirname(runtime.model_path)
+    del runtime
+    gc.collect()
+    assert not os.path.exists(folder) and os.listdir(tmp_path / "tmp") == []
+
+
+def test_a_failed_build_leaves_no_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    import accelc.onnx.build as build_module
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no export today")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(build_module, "export_graph", refuse)
+    _, inputs, gm = captured("mlp")
+    with pytest.raises(RuntimeError, match="no export today"):
+        build(gm, inputs, "cpu", passes=[])
+    assert os.listdir(tmp_path) == []
 
 
 def test_provider_plan_on_cpu_is_cpu_only(tmp_path):
@@ -128,7 +178,7 @@ def test_provider_plan_on_cpu_is_cpu_only(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dynamic", [True, False])
-def test_cuda_io_binding_and_cuda_graph(tmp_path, dynamic):
+def test_cuda_io_binding_and_cuda_graph(dynamic):
     """Static: IO binding into preallocated buffers, replayed by a CUDA graph. Dynamic (batch and
     seq): no CUDA graph, ORT allocates each output at the call's size."""
     from onnx_samples import inputs_at
@@ -138,10 +188,9 @@ def test_cuda_io_binding_and_cuda_graph(tmp_path, dynamic):
     else:
         (model, inputs, gm), spec = captured("bert"), None
     probes = [inputs_at("bert", (3, 7)), inputs_at("bert", (2, 33))] if dynamic else None
-    runtime, report = build_onnx_runtime(gm, inputs, "cuda", "fp32", str(tmp_path), dynamic_shapes=spec, probe_inputs=probes)
+    runtime, report = build(gm, inputs, "cuda", dynamic_shapes=spec, probe_inputs=probes)
     assert report["providers"]["used"] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
     assert runtime.io_binding
-    assert report["verification"]["ok"], report["verification"]
     model = model.cuda()
     for feed in [inputs] + (probes or []):
         cuda_inputs = tuple(x.cuda() for x in feed)
@@ -169,7 +218,7 @@ def test_int8_through_accelerate_and_plain_ort(tmp_path):
     assert "backend_choice" not in report  # no fp32 PyTorch runtime to race against
     assert all(p.get("status") != "rolled back" for p in report["passes"])
     quantised = next(p for p in report["onnx"]["onnx_passes"] if p["name"] == "quantize_int8")
-    assert quantised["status"] == "applied" and quantised["stats"]["quantised"] >= 12, quantised
+    assert quantised["status"] == "fired" and quantised["stats"]["quantised"] >= 12, quantised
     with torch.inference_mode():
         expected = model(*inputs)
     int8 = tolerance_for_precision("int8")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from accelc_test_samples import captured
 
-from accelc.partition import Plan, estimate_costs, graph_dag, make_plan, split_by_support
-from accelc.partition.partitioner import PartitionError, build_stage_module, plan_from_groups
+from accelc.partition import Plan, estimate_costs, graph_dag, make_plan
+from accelc.partition.partitioner import PartitionError, build_stage_module
 
 
 def run_plan_by_hand(gm, plan, inputs):
@@ -80,13 +80,3 @@ def test_bad_requests_are_typed_errors():
         make_plan(gm, inputs, stages=3, boundaries=[3, 2])
 
 
-def test_support_split_alternates_backends():
-    model, inputs, gm = captured("cnn")
-    groups = split_by_support(gm, lambda n: "relu" not in str(n.target))
-    assert [ok for ok, _ in groups] == [i % 2 == 0 for i in range(len(groups))]
-    assert sum(len(g) for _, g in groups) == sum(1 for n in gm.graph.nodes if n.op == "call_function")
-    plan = plan_from_groups(gm, [("onnxruntime" if ok else "torch", names) for ok, names in groups])
-    assert [s.backend for s in plan.stages][:2] == ["onnxruntime", "torch"]
-    with torch.no_grad():
-        want = model(*inputs)
-    torch.testing.assert_close(run_plan_by_hand(gm, plan, inputs)[0], want, rtol=1e-4, atol=1e-4)

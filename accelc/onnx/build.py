@@ -1,0 +1,152 @@
+"""Build the ONNX Runtime runtime of an optimised graph: export, the onnx stage, a session.
+
+    gm ─export─► ONNX ─onnx stage (each pass verified in ORT)─► model.onnx ─► OrtRuntime
+     └─ an op ONNX cannot express ─► partial export: each exportable region built so, inside a GraphModule
+
+The model's dynamic sizes are the graph's: :func:`build_onnx_runtime` takes torch.export's
+``dynamic_shapes`` spec for the inputs, and ``cases`` (inputs and reference outputs, at the
+example and at other sizes) on which every ONNX pass is checked. The runtime itself is not
+checked here: the caller checks it against eager, as it checks every runtime.
+
+Every file of a build (the export, each pass's candidate, model.onnx, TensorRT's cache) lives
+in one temporary folder that the returned module owns: it goes when the module is closed or
+garbage-collected.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import weakref
+
+import onnx
+import torch
+import torch.fx
+from torch.utils import _pytree as pytree
+
+from ..pass_base import Pass, PassContext
+from ..runtime.onnxruntime import MODEL_FILE, OrtRuntime
+from .export import export_graph, save_model, torchscript_input_names
+from .optimize import optimize_onnx
+from .partial import build_partial, unexportable_nodes
+
+
+def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, ctx: PassContext, passes: list[Pass], *,
+                       dynamic_shapes=None, cases: list[tuple[tuple, list[torch.Tensor]]] | None = None,
+                       on_progress=None) -> tuple[torch.nn.Module, dict]:
+    """Export ``gm``, run the onnx stage's ``passes`` (each verified in ORT), open a session;
+    return the runtime and its report section.
+
+    ``ctx`` is the compilation's context: ``ctx.precision`` is the precision, and what the ONNX
+    passes refuse joins ``ctx.refusals`` (stage "onnx"). ``dynamic_shapes`` is torch.export's
+    spec for ``example_inputs`` (None: static). ``cases`` are (inputs, flat reference outputs)
+    pairs, the example first, then inputs at other sizes (eager's answers, computed once by the
+    caller); without them the references are ``gm``'s outputs on the example. A case the
+    exported model cannot take (the export fell back to static shapes) is left out, and the
+    report's "probes" says so.
+
+    The module is an :class:`OrtRuntime`, or, when some op cannot be exported (report["partial"]),
+    a ``torch.fx.GraphModule`` whose exportable regions are OrtRuntime submodules. Either owns
+    the build's temporary folder; ``module.close()`` removes it now.
+    """
+    start = time.perf_counter()
+    device = torch.device(device)
+    workdir = tempfile.mkdtemp(prefix="accelc-onnx-")
+    try:
+        unsupported = unexportable_nodes(gm)
+        if unsupported:
+            probe_inputs = [inputs for inputs, _ in (cases or [])[1:]]
+            module, report = build_partial(gm, example_inputs, device, ctx, passes, workdir, unsupported, _build_exported,
+                                           dynamic_shapes=dynamic_shapes, probe_inputs=probe_inputs,
+                                           on_progress=on_progress)
+            # The regions' runtimes own nothing: the folder holding all of them is the module's.
+            module.close = weakref.finalize(module, shutil.rmtree, workdir, ignore_errors=True)
+        else:
+            module, report = _build_exported(gm, example_inputs, device, ctx, passes, workdir, dynamic_shapes=dynamic_shapes,
+                                             cases=cases, on_progress=on_progress, owned=True)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    return module, report
+
+
+def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: torch.device, ctx: PassContext,
+                    passes: list[Pass], workdir: str, *, dynamic_shapes=None, cases=None, on_progress=None,
+                    owned: bool = False) -> tuple[OrtRuntime, dict]:
+    """One exported graph as an OrtRuntime, built in ``workdir`` (which it owns if ``owned``)."""
+    start = time.perf_counter()
+    os.makedirs(workdir, exist_ok=True)
+    inputs = _cpu(example_inputs)
+    gm = gm.to("cpu")  # the exporters trace on the CPU, with CPU examples
+    if cases is None:
+        with torch.inference_mode():
+            cases = [(inputs, pytree.tree_leaves(gm(*inputs)))]
+    flat_ref = cases[0][1]
+    exported = export_graph(gm, inputs, workdir, dynamic_shapes=dynamic_shapes)
+    meta = {
+        "arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"],
+        "out_spec": pytree.treespec_dumps(_output_spec(gm)),
+        "output_shapes": [list(t.shape) for t in flat_ref],
+        "dynamic_axes": {name: {str(d): s for d, s in axes.items()} for name, axes in exported.dynamic_axes.items()},
+        "precision": ctx.precision,
+        "exporter": exported.exporter,
+    }
+    if exported.exporter == "torchscript":
+        meta["arg_names"] = torchscript_input_names(len(inputs))
+    checked = [(inputs, _cpu(flat_ref))]
+    skipped = 0
+    for probe, reference in cases[1:]:
+        probe = _cpu(probe)
+        if _accepts(exported.model, meta["arg_names"], probe):
+            checked.append((probe, _cpu(reference)))
+        else:
+            skipped += 1
+    model, records = optimize_onnx(exported.model, checked, meta, ctx, workdir, passes, on_progress=on_progress)
+    path = os.path.join(workdir, MODEL_FILE)
+    save_model(model, path)
+    runtime = OrtRuntime(path, device, meta, ctx.precision, owned_dir=workdir if owned else None)
+    meta["disabled_fusions"] = runtime.providers["disabled_fusions"]  # saved in meta.json for plain-ORT users
+    report = {
+        "export": exported.as_dict(),
+        "opset": exported.opset,
+        "providers": runtime.providers,
+        "onnx_passes": [r.as_dict() for r in records],
+        "nodes": {"exported": len(exported.model.graph.node), "optimised": len(model.graph.node)},
+        "probes": {"checked": len(checked) - 1, "skipped": skipped,
+                   **({"why_skipped": "the ONNX model has static shapes (see export.attempts)"} if skipped else {})},
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    return runtime, report
+
+
+def _output_spec(gm: torch.fx.GraphModule) -> pytree.TreeSpec:
+    """The structure ``gm`` returns its outputs in, read from the graph rather than from a run."""
+    info = getattr(gm.graph._codegen, "pytree_info", None)
+    if info is not None and info.out_spec is not None:
+        return info.out_spec  # torch.export's codegen rebuilds this container around the output node's leaves
+    output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    return pytree.tree_structure(output.args[0])
+
+
+def _cpu(values) -> tuple:
+    """``values`` (inputs or flat outputs) with every tensor on the CPU, where the ORT checks run."""
+    return tuple(x.to("cpu") if isinstance(x, torch.Tensor) else x for x in values)
+
+
+def _accepts(model: onnx.ModelProto, arg_names: list[str], inputs: tuple) -> bool:
+    """Whether ``inputs`` fit the fixed sizes of ``model``'s inputs (a static export takes the example only)."""
+    for k, value in enumerate(model.graph.input):
+        index = arg_names.index(value.name) if value.name in arg_names else k
+        x = inputs[index] if index < len(inputs) else None
+        if not isinstance(x, torch.Tensor):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != x.dim() or any(d.HasField("dim_value") and d.dim_value != n for d, n in zip(dims, x.shape)):
+            return False
+    return True
+
+
+__all__ = ["build_onnx_runtime"]
