@@ -45,12 +45,34 @@ def test_optimize_run_explain(cli, model_file, tmp_path):
     assert "fold_conv_bn" not in stdout
 
 
-def test_passes_lists_builtins(cli):
+def test_passes_lists_every_stage(cli):
     code, stdout, _ = cli("passes")
-    assert code == 0 and "fold_conv_bn" in stdout and "eliminate_dead_code" in stdout
-    onnx_rows = stdout.split("ONNX pass", 1)[1]  # the ONNX passes, with their place in each provider's pipeline
-    assert onnx_rows.split("\n")[1].split()[:3] == ["fuse_attention", "1", "1"]
+    assert code == 0
+    graph, rest = stdout.split("graph stage:", 1)[1].split("lowering stage:", 1)
+    lowering, onnx_rows = rest.split("onnx stage:", 1)
+    assert "fold_conv_bn" in graph and "eliminate_dead_code" in graph and "pack_linear_weights" not in graph
+    assert "pack_linear_weights" in lowering and "bind_direct_calls" in lowering
+    # each row: name, its place in the cpu and cuda default lists
+    assert onnx_rows.split("\n")[2].split()[:3] == ["fuse_attention", "1", "1"]
     assert "split_causal_attention" in onnx_rows and "quantize_int8" in onnx_rows
+
+
+def test_explain_is_a_dry_run(cli, model_file, monkeypatch):
+    import accelc.onnx.export
+    import accelc.timing
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("explain exported or timed something")
+
+    monkeypatch.setattr(accelc.onnx.export, "export_graph", refuse)
+    monkeypatch.setattr(accelc.timing, "compare_latency", refuse)
+    code, stdout, stderr = cli("explain", model_file(TINY_CNN), "--disable", "onnx:fuse_attention,to_channels_last")
+    assert code == 0, stderr
+    assert "graph stage:" in stdout and "fold_conv_bn: fired (folded 1)" in stdout
+    assert "lowering stage:" in stdout and "fuse_conv_pointwise: fired" in stdout and "to_channels_last" not in stdout
+    onnx_line = next(line for line in stdout.splitlines() if line.startswith("onnx stage (not run):"))
+    assert "split_causal_attention" in onnx_line and "fuse_attention" not in onnx_line
+    assert "needs the ONNX export" in stdout and "auto would build" in stdout
 
 
 @pytest.mark.parametrize("source, args, message", [
