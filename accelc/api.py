@@ -94,8 +94,14 @@ def accelerate(
         raise UserInputError("--branches and --stages/--devices are two ways to split one graph; use one of them")
     if branches is not None and branches < 1:
         raise UserInputError(f"--branches needs at least 1 worker thread, got {branches}")
+    if stages is not None and stages < 1:
+        raise UserInputError(f"--stages needs at least 1 stage, got {stages}")
+    if microbatches < 1:
+        raise UserInputError(f"--microbatches needs at least 1, got {microbatches}")
     choice = parse_dynamic(False if static else dynamic)
     dev = resolve_device(device)
+    for stage_device in devices or ():
+        resolve_device(stage_device)  # a device that is not there is the user's error now, not after capture
     if precision == "int8" and (backend == "torch" or dev.type != "cpu" or stages or devices or branches):
         raise UserInputError("--precision int8 is ONNX Runtime's dynamic quantisation on the CPU: use it with "
                              "--backend onnxruntime (or auto) on --device cpu, without --stages/--devices/--branches")

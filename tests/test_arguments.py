@@ -1,0 +1,31 @@
+"""Every bad argument of accelerate() is refused before any capture, in one line naming it."""
+
+import pytest
+import torch
+
+import accelc
+import accelc.api
+from accelc.errors import AccelcError
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"backend": "tensorflow"}, "unknown backend 'tensorflow'"),
+    ({"precision": "fp8"}, "unknown precision 'fp8'"),
+    ({"stages": 0}, "--stages needs at least 1"),
+    ({"microbatches": 0}, "--microbatches needs at least 1"),
+    ({"microbatches": 3}, "--microbatches 3 needs every input's first dimension"),
+    ({"devices": ["cpu", "tpu"]}, "device 'tpu'"),
+    ({"branches": 0}, "--branches needs at least 1"),
+    ({"branches": 2, "stages": 2}, "two ways to split one graph"),
+    ({"passes": ["remove_noops", "no_such_pass"]}, "unknown pass 'no_such_pass'"),
+    ({"disable": ["onnx:no_such_pass"]}, "unknown pass 'onnx:no_such_pass' in stage 'onnx'"),
+    ({"passes": ["fuse_attention"]}, "write graph:fuse_attention or onnx:fuse_attention"),
+    ({"precision": "int8", "backend": "torch"}, "--precision int8 is ONNX Runtime's"),
+    ({"dynamic": {"time": (1, 4)}}, "time"),
+])
+def test_bad_arguments_are_refused_before_capture(monkeypatch, options, message):
+    monkeypatch.setattr(accelc.api, "capture", lambda *a, **k: pytest.fail("captured before validating the arguments"))
+    model = torch.nn.Linear(4, 4).eval()
+    with pytest.raises(AccelcError) as info:
+        accelc.accelerate(model, (torch.randn(2, 4),), **options)
+    assert message in str(info.value) and "\n" not in str(info.value)
