@@ -402,7 +402,7 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
 
         ort_runtime, section = build_onnx_runtime(gm, inputs, device, onnx_ctx, stage_pass[ONNX],
                                                   dynamic_shapes=signature.dynamic_shapes(),
-                                                  cases=[(x, pytree.tree_leaves(ref)) for x, ref in zip(checker.inputs, checker.reference_outputs)],
+                                                  cases=_cases(checker.take(_per_pass_indices(checker))),
                                                   on_progress=progress)
         report["onnx"] = section
         comparison, _ = checker.check(ort_runtime)
@@ -428,6 +428,12 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     # A partial export runs ONNX Runtime pieces inside a torch graph; it is saved as model.pt2 alone.
     report["backend"] = "onnxruntime (partial)" if section.get("partial") else "onnxruntime"
     return ort_runtime
+
+
+def _cases(verifier: "Verifier") -> list[tuple[tuple, list]]:
+    """(inputs, flat eager outputs) pairs, as the ONNX stage checks each pass on them: the example,
+    a variant and the cheap probes (the runtime as a whole is then checked on every set)."""
+    return [(x, pytree.tree_leaves(ref)) for x, ref in zip(verifier.inputs, verifier.reference_outputs)]
 
 
 def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, profile: bool, checker: "Verifier",

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "samples"))
 sys.path.insert(0, HERE)
 
 import accelc  # noqa: E402
-from accelc.runtime.onnxruntime import disabled_fusions, session_options  # noqa: E402
+from accelc.onnx.session import disabled_fusions, session_options  # noqa: E402
 from bench_onnxruntime import export_plain, make_inputs  # noqa: E402
 
 

@@ -15,6 +15,7 @@ garbage-collected.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -48,8 +49,10 @@ def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, 
     report's "probes" says so.
 
     The module is an :class:`OrtRuntime`, or, when some op cannot be exported (report["partial"]),
-    a ``torch.fx.GraphModule`` whose exportable regions are OrtRuntime submodules. Either owns
-    the build's temporary folder; ``module.close()`` removes it now.
+    a ``torch.fx.GraphModule`` whose exportable regions are OrtRuntime submodules; each region
+    is checked on what it receives at every case's inputs, against PyTorch's answers for that
+    region there. Either module owns the build's temporary folder; ``module.close()`` removes
+    it now.
     """
     start = time.perf_counter()
     device = torch.device(device)
@@ -80,7 +83,10 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
     start = time.perf_counter()
     os.makedirs(workdir, exist_ok=True)
     inputs = _cpu(example_inputs)
-    gm = gm.to("cpu")  # the exporters trace on the CPU, with CPU examples
+    if any(t.device.type != "cpu" for t in [*gm.parameters(), *gm.buffers()]):
+        # The exporters trace on the CPU, with CPU examples. A copy: moving gm would move the
+        # weights it shares with the graph the PyTorch runtime runs (and with the user's model).
+        gm = copy.deepcopy(gm).to("cpu")
     if cases is None:
         with torch.inference_mode():
             cases = [(inputs, pytree.tree_leaves(gm(*inputs)))]

@@ -14,7 +14,6 @@ This module only runs models. Building one (export, the onnx stage's passes, the
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import weakref
@@ -27,10 +26,8 @@ from torch.utils import _pytree as pytree
 
 from ..errors import ArtifactError
 from ..onnx.export import save_model
-# disabled_fusions and session_options are imported from here by benchmarks/profile_ort.py.
-from ..onnx.session import disabled_fusions, open_session, session_options  # noqa: F401
 
-log = logging.getLogger(__name__)
+from ..onnx.session import open_session
 
 MODEL_FILE = "model.onnx"
 META_FILE = "onnx_runtime.json"

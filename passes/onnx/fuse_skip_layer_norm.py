@@ -8,7 +8,7 @@ fusions.
 
 Not in the CPU pipeline: ORT's CPU SkipLayerNormalization kernel measured 4.5× slower than Add
 followed by LayerNormalization (1.24 vs 0.28 ms on a 512×768 activation, two threads), so CPU
-sessions also switch off ORT's own SkipLayerNormFusion (see ``accelc.runtime.onnxruntime``).
+sessions also switch off ORT's own SkipLayerNormFusion (see ``accelc.onnx.session``).
 """
 
 from __future__ import annotations

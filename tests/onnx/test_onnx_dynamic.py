@@ -11,15 +11,14 @@ import onnx_ir as ir
 import pytest
 import torch
 
-from accelc.onnx.optimize import optimize_onnx, run_all_in_ort
+from accelc.onnx.optimize import run_all_in_ort
 from accelc.onnx.pass_base import OnnxPass, PassResult
 from accelc.pass_base import PassContext
-from accelc.pass_manager import FAILED, FIRED, ROLLED_BACK, STATUSES, UNCHANGED, PassRecord
+from accelc.pass_manager import FIRED, ROLLED_BACK, UNCHANGED
 from accelc.registry import Registry
 from accelc.verify import compare_outputs, tolerance, tolerance_for_precision
 
-from onnx_samples import (DYNAMIC_AXES, POINTS, build, captured_dynamic, eager_outputs, exported_dynamic, inputs_at, op_counts,
-                          onnx_passes)
+from onnx_samples import DYNAMIC_AXES, POINTS, build, captured_dynamic, eager_outputs, exported_dynamic, inputs_at, op_counts
 
 SAMPLES = ["mlp", "cnn", "vit", "bert", "gpt2"]
 # The CPU pipeline's passes that apply with batch and seq symbolic: those that apply on the static
@@ -349,76 +348,6 @@ def test_a_pass_right_only_at_the_example_shape_is_rolled_back():
     record = next(r for r in report["onnx_passes"] if r["name"] == "add_batch_minus_example")
     assert record["status"] == FIRED, record
     assert not compare_outputs(runtime(probes[1][0]), eager_outputs("mlp", probes[1])).ok
-
-
-class Explode(OnnxPass):
-    """A broken plugin: it raises."""
-
-    name = "explode"
-
-    def run(self, model, ctx):
-        raise RuntimeError("boom")
-
-
-class RefuseTheFirstNode(OnnxPass):
-    """Looks at the first node and leaves it alone."""
-
-    name = "refuse_the_first_node"
-
-    def run(self, model, ctx):
-        ctx.refuse(next(iter(model.graph)), "not today")
-        return PassResult(False)
-
-
-class IdentityOnTheOutput(OnnxPass):
-    """A harmless rewrite: the first output through an Identity."""
-
-    name = "identity_on_the_output"
-
-    def run(self, model, ctx):
-        node = ir.Node("", "Identity", [model.graph.outputs[0]])
-        model.graph.append(node)
-        node.outputs[0].name = "identity_output"
-        model.graph.outputs[0] = node.outputs[0]
-        return PassResult(True, {"identities": 1})
-
-
-def test_optimize_onnx_runs_the_stage_on_the_pass_manager(export_root, tmp_path):
-    """One PassRecord per pass with the manager's four statuses: a pass that raises is failed and
-    the stage goes on, one that changes the answers at a checked size is rolled back; refusals
-    land in the caller's context, stage "onnx"."""
-    _, inputs, _, gm = captured_dynamic("mlp")
-    cases = [(x, eager_outputs("mlp", x)) for x in (inputs, inputs_at("mlp", (3,)))]
-    meta = {"arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"]}
-    ctx = PassContext(refusals=[])
-    passes = [Explode(), AddBatchMinusExample(), RefuseTheFirstNode(), IdentityOnTheOutput()]
-    progress = []
-    model, records = optimize_onnx(exported_dynamic("mlp", export_root).model, cases, meta, ctx, str(tmp_path), passes,
-                                   on_progress=progress.append)
-    assert all(isinstance(r, PassRecord) and r.status in STATUSES and r.stage == "onnx" for r in records)
-    assert [(r.name, r.status) for r in records] == [
-        ("explode", FAILED), ("add_batch_minus_example", ROLLED_BACK), ("refuse_the_first_node", UNCHANGED),
-        ("identity_on_the_output", FIRED)]
-    assert records[0].reason == "raised RuntimeError: boom", records[0]
-    assert [(r.pass_name, r.reason, r.stage) for r in ctx.refusals] == [("refuse_the_first_node", "not today", "onnx")]
-    assert ctx.stage == "graph" and "onnx pass 4/4: identity_on_the_output" in progress
-    assert model.graph.output[0].name == "identity_output"  # the fired pass is kept, the rolled-back one is not
-    assert all(i.name != "example_batch" for i in model.graph.initializer)
-    _matches_eager_everywhere(model, "mlp", tmp_path)
-
-
-def test_onnx_refusals_join_the_compilations_context(export_root):
-    """The built-in passes' refusals reach the context the caller gave, beside the fx stages'."""
-    _, inputs, spec, gm = captured_dynamic("gpt2")
-    earlier = PassContext().refusals
-    ctx = PassContext(refusals=earlier)
-    ctx.current_pass = "fold_constants"
-    ctx.refuse("mask", "an fx refusal")
-    build(gm, inputs, "cpu", ctx=ctx, passes=onnx_passes(names=["fuse_attention", "split_causal_attention"]),
-          dynamic_shapes=spec)
-    assert ctx.refusals is earlier and ctx.refusals[0].stage == "graph"
-    onnx = [(r.pass_name, r.reason) for r in ctx.refusals if r.stage == "onnx"]
-    assert onnx == [("split_causal_attention", "query length is symbolic: chunks are decided at build time")] * 2, ctx.refusals
 
 
 def test_probes_a_static_export_cannot_take_are_left_out(monkeypatch):

@@ -88,7 +88,7 @@ def test_the_partial_module_owns_the_regions_folder(tmp_path, monkeypatch):
     model, inputs = WithCustomOp().eval(), (torch.randn(4, 16),)
     gm = capture(model, inputs).graph_module
     for ending in ("close", "collect"):
-        module, report = build(gm, inputs, "cpu", passes=[])
+        module, _ = build(gm, inputs, "cpu", passes=[])
         regions = [m for m in module.children() if isinstance(m, OrtRuntime)]
         folders = {os.path.dirname(os.path.dirname(r.model_path)) for r in regions}
         assert len(regions) == 2 and len(folders) == 1 and os.listdir(tmp_path) == [os.path.basename(*folders)]
