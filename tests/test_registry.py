@@ -126,6 +126,17 @@ def test_disable_is_honoured_in_the_fx_stages(name, stage_key):
     assert name not in report["pipeline"]["stages"][GRAPH if stage_key == "passes" else LOWERING]
 
 
+def test_disable_is_honoured_in_the_onnx_stage():
+    model, inputs = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(approximate="tanh")).eval(), (torch.randn(2, 8),)
+    report = accelc.accelerate(model, inputs, backend="onnxruntime", disable=["split_causal_attention",
+                                                                             "onnx:fuse_fast_gelu"]).report
+    assert report["backend"] == "onnxruntime", report.get("backend_fallback")
+    ran = [r["name"] for r in report["onnx"]["onnx_passes"]]
+    assert "split_causal_attention" not in ran and "fuse_fast_gelu" not in ran and "fold_bias_add" in ran
+    fused = accelc.accelerate(model, inputs, backend="onnxruntime").report["onnx"]["onnx_passes"]
+    assert {r["name"]: r["status"] for r in fused}["fuse_fast_gelu"] == "fired"  # what the disable took away
+
+
 def test_plugin_listed_from_the_command_line(tmp_path):
     site = make_plugin(tmp_path / "site")
     env = dict(os.environ, PYTHONPATH=str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""))
