@@ -1,0 +1,100 @@
+"""Build time: capture to first answer, accelc (``backend="auto"``) against torch.compile with freezing.
+
+    python benchmarks/bench_build.py                     # every sample, batch 1, full size
+    python benchmarks/bench_build.py --models bert,cnn
+
+Both are timed in one process, one after the other per sample, same threads: accelc from
+``accelerate()`` to the first call's answer; torch.compile (inductor, ``freezing=True``, as
+``accelc bench`` builds it) from ``torch.compile`` to the first call's answer, which is when
+it compiles. accelc's time is split into its phases from the report (capture, graph passes,
+lowering, ONNX export and passes, the rest: eager references, checks and the auto timing).
+Writes ``benchmarks/results/build-time.json`` and prints a markdown table with the CPU flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_guard import cpu_flags  # noqa: E402
+from run_suite import SAMPLES, load_sample, sample_inputs, sample_model  # noqa: E402
+
+import accelc  # noqa: E402
+
+OUT = os.path.join(HERE, "results", "build-time.json")
+
+
+def accelc_build(model, inputs, backend: str) -> dict:
+    start = time.perf_counter()
+    fast = accelc.accelerate(model, inputs, backend=backend)
+    fast(*inputs)
+    total = time.perf_counter() - start
+    report = fast.report
+    onnx = report.get("onnx") or {}
+    phases = {
+        "capture": report["capture"]["seconds"],
+        "graph_passes": sum(p["seconds"] for p in report.get("passes", [])),
+        "lowering": sum(p["seconds"] for p in report.get("runtime_lowering", [])),
+        "onnx_export": (onnx.get("export") or {}).get("seconds", 0.0),
+        "onnx_passes": sum(p["seconds"] for p in onnx.get("onnx_passes", [])),
+    }
+    phases["other"] = total - sum(phases.values())
+    return {"seconds": round(total, 2), "backend": report["backend"],
+            "phases": {k: round(v, 2) for k, v in phases.items()}}
+
+
+def compile_freezing_build(model, inputs) -> float:
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    start = time.perf_counter()
+    with inductor_config.patch(freezing=True), torch.inference_mode():
+        compiled = torch.compile(model)
+        compiled(*inputs)
+    return round(time.perf_counter() - start, 2)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(SAMPLES))
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=OUT)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.models.split(","):
+        module = load_sample(name)
+        model = sample_model(module, small=False)
+        inputs = sample_inputs(module, small=False, batch=args.batch)
+        row = {"sample": name, "batch": args.batch, "accelc": accelc_build(model, inputs, args.backend),
+               "compile_freezing_s": compile_freezing_build(model, inputs)}
+        row["accelc_over_compile"] = round(row["accelc"]["seconds"] / row["compile_freezing_s"], 2)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump({"cpu_flags": cpu_flags(), "threads": args.threads, "torch": torch.__version__,
+                       "command": "python benchmarks/bench_build.py " + " ".join(sys.argv[1:]), "rows": rows}, f, indent=1)
+            f.write("\n")
+    print(f"CPU flags: {cpu_flags()}; {args.threads} threads; batch {args.batch}; accelc backend={args.backend}\n")
+    print("| sample | accelc s | chosen | capture | graph passes | lowering | ONNX export | ONNX passes | other | torch.compile+freezing s | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        p = r["accelc"]["phases"]
+        print(f"| {r['sample']} | {r['accelc']['seconds']} | {r['accelc']['backend']} | {p['capture']} | {p['graph_passes']} | "
+              f"{p['lowering']} | {p['onnx_export']} | {p['onnx_passes']} | {p['other']} | {r['compile_freezing_s']} | "
+              f"{r['accelc_over_compile']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
