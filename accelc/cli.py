@@ -258,9 +258,13 @@ def summary_table(report: dict) -> str:
     """The short end-of-run table: passes fired, nodes, max error, latency."""
     rows = [("model", report.get("model") or ""), ("capture", report["capture"].get("method", "")),
             ("backend", report.get("backend", "") + (f" ({report['backend_fallback']})" if report.get("backend_fallback") else ""))]
-    fired = [f"{r['name']}({', '.join(f'{k} {v}' for k, v in r['stats'].items() if v)})" for r in report.get("passes", []) + report.get("runtime_lowering", []) if r["status"] == "fired"]
-    rows.append(("passes fired", ", ".join(fired) or "none"))
-    bad = [f"{r['name']}: {r['status']} ({r['reason']})" for r in report.get("passes", []) if r["status"] in ("rolled back", "failed")]
+    records = running_stages(report)
+    for stage, stage_records in records.items():
+        fired = [f"{r['name']}({', '.join(f'{k} {v}' for k, v in r['stats'].items() if v)})" for r in stage_records
+                 if r["status"] == "fired"]
+        rows.append((f"{stage} passes", ", ".join(fired) or "none fired"))
+    bad = [f"{r['name']}: {r['status']} ({r['reason']})" for stage_records in records.values() for r in stage_records
+           if r["status"] in ("rolled back", "failed")]
     if bad:
         rows.append(("rolled back", "; ".join(bad)))
     rows.append(("shapes", describe_shapes(report.get("dynamic"))))
@@ -279,6 +283,21 @@ def summary_table(report: dict) -> str:
         rows.append(("warning", warning))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def running_stages(report: dict) -> dict[str, list[dict]]:
+    """The pass records of the stages whose output runs: the graph stage, then the lowering stage
+    for the PyTorch runtime or the onnx stage for ONNX Runtime (the other was built, not kept)."""
+    stages = {"graph": report.get("passes") or []}
+    backend = report.get("backend") or ""
+    onnx = report.get("onnx") or {}
+    if backend.startswith("onnxruntime") and not onnx.get("partial"):
+        stages["onnx"] = onnx.get("onnx_passes") or []
+    elif backend.startswith("onnxruntime"):  # a partial export: each region has its own onnx stage
+        stages["onnx"] = [r for part in (onnx.get("onnx_parts") or {}).values() for r in part.get("onnx_passes", [])]
+    elif report.get("runtime_lowering") is not None and not report.get("partition") and not report.get("branches"):
+        stages["lowering"] = report.get("runtime_lowering") or []
+    return stages
 
 
 def describe_shapes(dynamic: dict | None) -> str:

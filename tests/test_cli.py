@@ -33,7 +33,7 @@ def test_optimize_run_explain(cli, model_file, tmp_path):
     path, out = model_file(TINY_CNN), tmp_path / "out"
     code, stdout, stderr = cli("optimize", path, "-o", out)
     assert code == 0, stderr
-    for expected in ("passes fired", "fold_conv_bn(folded 1)", "remove_noops(removed 1)", "max error", "latency", "eager"):
+    for expected in ("graph passes", "fold_conv_bn(folded 1)", "remove_noops(removed 1)", "max error", "latency", "eager"):
         assert expected in stdout
     assert "capturing with torch.export" in stderr and "verifying" in stderr  # progress
     report = json.loads((out / "report.json").read_text())
@@ -43,6 +43,24 @@ def test_optimize_run_explain(cli, model_file, tmp_path):
     code, stdout, _ = cli("explain", path, "--disable", "fold_conv_bn")
     assert code == 0 and "capture: torch.export (non-strict)" in stdout and "remove_noops: fired" in stdout
     assert "fold_conv_bn" not in stdout
+
+
+@pytest.mark.parametrize("backend, shown, hidden", [
+    ("torch", "lowering passes pack_linear_weights(packed 1)", "onnx passes"),
+    ("onnxruntime", "onnx passes fold_bias_add(folded 1)", "lowering passes"),
+])
+def test_summary_lists_the_passes_of_the_stages_that_run(backend, shown, hidden):
+    from accelc.cli import summary_table
+
+    report = {"model": "m.py", "capture": {"method": "torch.export"}, "backend": backend,
+              "passes": [{"name": "remove_noops", "status": "fired", "stats": {"removed": 2}}],
+              "runtime_lowering": [{"name": "pack_linear_weights", "status": "fired", "stats": {"packed": 1}}],
+              "onnx": {"onnx_passes": [{"name": "fold_bias_add", "status": "fired", "stats": {"folded": 1}},
+                                       {"name": "fuse_attention", "status": "rolled back", "stats": {},
+                                        "reason": "changed the outputs"}]}}
+    table = " ".join(summary_table(report).split())
+    assert "graph passes remove_noops(removed 2)" in table and shown in table and hidden not in table
+    assert ("fuse_attention: rolled back" in table) == (backend == "onnxruntime")
 
 
 def test_passes_lists_every_stage(cli):

@@ -21,8 +21,7 @@ import torch.fx
 
 from ..errors import UserInputError
 from .cost import BANDWIDTH, NodeCost, apply_profile, estimate_costs, profile_nodes, tensor_bytes
-from .plan import Cut, Plan, Stage
-from .support import CALL_OPS
+from .plan import CALL_OPS, Cut, Plan, Stage
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 
 PLAN_VERSION = 1
 
+# The fx node kinds that compute something (what a stage is made of).
+CALL_OPS = ("call_function", "call_method", "call_module")
+
 
 @dataclass
 class Stage:

@@ -26,7 +26,7 @@ import torch.fx
 
 from ..partition.cost import estimate_costs
 from ..partition.partitioner import extract_submodule
-from ..partition.support import CALL_OPS
+from ..partition.plan import CALL_OPS
 from .pipeline import Interval, StageError, Timeline
 
 log = logging.getLogger(__name__)
