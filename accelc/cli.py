@@ -17,9 +17,11 @@ import os
 import sys
 import time
 import traceback
-import warnings
 
 from .errors import AccelcError
+from .logs import CapturedLogs
+
+LOG_FILE = "accelc.log"
 
 
 class Progress:
@@ -137,6 +139,8 @@ def cmd_optimize(args) -> int:
     fast = _accelerate_from_file(args, progress, measure=not args.no_bench)
     progress("saving the artifact")
     path = fast.save(args.output, force=args.force)
+    args.log_file = os.path.join(path, LOG_FILE)
+    args.logs.write(args.log_file)  # what the libraries said, kept with the artifact
     progress.done()
     print(summary_table(fast.report))
     print(f"artifact: {os.path.relpath(path)}  (report: {os.path.relpath(os.path.join(path, 'report.html'))})")
@@ -271,6 +275,9 @@ def summary_table(report: dict) -> str:
     nodes = report.get("nodes") or {}
     rows.append(("nodes", f"{nodes.get('before')} -> {nodes.get('after')}"))
     ver = report.get("verification") or {}
+    runtime_check = (report.get("onnx") or {}).get("verification")
+    if runtime_check and (report.get("backend") or "").startswith("onnxruntime"):
+        ver = dict(runtime_check, inputs_checked=ver.get("inputs_checked"))  # the error of what runs (int8: its own)
     if ver:
         rows.append(("max error", f"{ver.get('max_abs_error', 0):.3g} abs ({'ok' if ver.get('ok') else 'FAILED'}, {ver.get('inputs_checked')} inputs)"))
     lat = report.get("latency")
@@ -320,11 +327,16 @@ COMMANDS = {"optimize": cmd_optimize, "run": cmd_run, "passes": cmd_passes, "exp
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="accelc: %(message)s")
-    if not args.verbose:
-        warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="accelc: %(message)s", force=True)
+    args.logs = CapturedLogs(echo=args.verbose)
+    args.log_file = None  # set by a command that writes a folder: where the captured messages went
     try:
-        return COMMANDS[args.command](args)
+        with args.logs:
+            code = COMMANDS[args.command](args)
+        hidden = args.logs.summary(args.log_file and os.path.relpath(args.log_file))
+        if hidden:
+            print(hidden, file=sys.stderr)
+        return code
     except AccelcError as exc:
         if args.verbose:
             traceback.print_exc()

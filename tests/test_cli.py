@@ -58,7 +58,10 @@ def test_summary_lists_the_passes_of_the_stages_that_run(backend, shown, hidden)
               "onnx": {"onnx_passes": [{"name": "fold_bias_add", "status": "fired", "stats": {"folded": 1}},
                                        {"name": "fuse_attention", "status": "rolled back", "stats": {},
                                         "reason": "changed the outputs"}]}}
+    report["verification"] = {"ok": True, "max_abs_error": 2.4e-6, "inputs_checked": 8}
+    report["onnx"]["verification"] = {"ok": True, "max_abs_error": 0.065}  # e.g. int8: what runs has its own error
     table = " ".join(summary_table(report).split())
+    assert f"max error {'0.065' if backend == 'onnxruntime' else '2.4e-06'} abs (ok, 8 inputs)" in table
     assert "graph passes remove_noops(removed 2)" in table and shown in table and hidden not in table
     assert ("fuse_attention: rolled back" in table) == (backend == "onnxruntime")
 
@@ -161,3 +164,40 @@ def test_bench_json_writes_the_file(cli, model_file, tmp_path):
     code, out, err = cli("bench", path, "--against", "eager", "--seconds", "0.2", "--json", target)
     assert code == 0, err
     assert json.loads(target.read_text())["systems"]
+
+
+NOISY = """
+import logging, warnings
+import torch
+
+class Noisy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        warnings.warn("a library warning nobody asked for")
+        logging.getLogger("torch.some_library").warning("a torch log line nobody asked for")
+        return self.lin(x)
+
+def get_model():
+    return Noisy().eval()
+
+def get_inputs():
+    return (torch.randn(2, 4),)
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_library_noise_goes_to_the_log_file(cli, model_file, tmp_path, verbose):
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("optimize", model_file(NOISY), "-o", out, "--backend", "torch", "--no-bench",
+                               *(["--verbose"] if verbose else []))
+    assert code == 0, stderr
+    log = (out / "accelc.log").read_text()
+    assert "a library warning nobody asked for" in log and "a torch log line nobody asked for" in log
+    if verbose:  # shown where each library prints it (torch: its own handler on the real stderr)
+        assert "hidden" not in stderr
+    else:
+        assert "nobody asked for" not in stdout + stderr
+        assert "messages from torch and other libraries hidden (in " in stderr and "accelc.log" in stderr
