@@ -178,8 +178,27 @@ def accelerate(
     fast = AcceleratedModule(runner, report, gm, inputs, signature, outputs, eager=model)
     if measure:
         progress("timing eager vs accelc")
-        report["latency"] = measure_latency(model, fast, inputs, dev)
+        # At the batch the user gave: a pipelined run is called with the whole batch, not one micro-batch.
+        report["latency"] = measure_latency(model, fast, full_inputs, dev)
+        slower = slower_than_eager(report)
+        if slower:
+            report["warnings"].append(slower)
+            log.warning("accelc: %s", slower)
     return fast
+
+
+def slower_than_eager(report: dict) -> str | None:
+    """The warning for a result that measured slower than the eager model, with what would help."""
+    speedup = (report.get("latency") or {}).get("speedup")
+    if speedup is None or speedup >= 1.0:
+        return None
+    if report.get("partition") or report.get("branches"):
+        kind = "--stages/--devices" if report.get("partition") else "--branches"
+        hint = (f"the hand-offs between {kind} workers cost more than they save here; they pay off with more "
+                "cores per worker, separate devices or larger batches; without it accelc runs one graph")
+    else:
+        hint = "eager is the faster choice for this model on this machine"
+    return f"the saved result measured slower than eager ({speedup:.2f}x eager's speed): {hint}"
 
 
 def explain(model: torch.nn.Module, inputs, **options) -> dict:
