@@ -112,7 +112,7 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
             skipped += 1
     model, records = optimize_onnx(exported.model, checked, meta, ctx, workdir, passes, on_progress=on_progress)
     path = os.path.join(workdir, MODEL_FILE)
-    save_model(model, path)
+    save_model(without_unused_initializers(model), path)
     runtime = OrtRuntime(path, device, meta, ctx.precision, owned_dir=workdir if owned else None)
     meta["disabled_fusions"] = runtime.providers["disabled_fusions"]  # saved in meta.json for plain-ORT users
     report = {
@@ -126,6 +126,27 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
         "seconds": round(time.perf_counter() - start, 3),
     }
     return runtime, report
+
+
+def without_unused_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without initializers no node reads (what the exporter and folding passes leave
+    behind): plain ONNX Runtime warns once per unused initializer when it loads a model."""
+    used = {name for node in _all_nodes(model.graph) for name in node.input} | {o.name for o in model.graph.output}
+    if all(init.name in used for init in model.graph.initializer):
+        return model
+    kept = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return model
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    """Every node of ``graph`` and of the subgraphs (If branches, loops) inside it."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _all_nodes(sub)
 
 
 def _output_spec(gm: torch.fx.GraphModule) -> pytree.TreeSpec:
