@@ -75,6 +75,7 @@ def save_artifact(fast, path: str, force: bool = False) -> str:
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.partial-", dir=parent)
+    os.chmod(staging, _folder_mode())  # mkdtemp makes it private (0700); an artifact is a normal folder
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -249,6 +250,17 @@ def _load_partitioned(path: str, gm, report: dict):
     with open(os.path.join(path, PLAN_FILE), encoding="utf-8") as f:
         plan = fit_plan(gm, Plan.from_json(f.read()))
     return build_executor(gm, plan, microbatches=(report.get("partition") or {}).get("microbatches", 1))
+
+
+def _folder_mode() -> int:
+    """The mode ``os.makedirs`` would give a new folder under the process's umask (read, not
+    set: setting it to read it back would race with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = 0o022
+    return 0o777 & ~umask
 
 
 def _recorded_example(program, report: dict, device) -> tuple:

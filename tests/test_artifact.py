@@ -37,6 +37,15 @@ def test_round_trip(fast, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".out")]  # no staging left behind
 
 
+def test_the_folder_gets_the_usual_permissions(fast, tmp_path):
+    import stat
+
+    path = fast[1].save(str(tmp_path / "out"))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)  # not mkdtemp's 0700
+
+
 def test_existing_folder_is_refused_without_force(fast, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
