@@ -31,7 +31,7 @@ from .registry import Registry
 from .runtime.torch import TorchRuntime, resolve_device, to_device
 from .shapes import (DynamicChoice, Signature, auto_dynamic_shapes, capture_dims, grow, inputs_at, parse_dynamic,
                      placeholder_names, signature_from_graph, static_signature)
-from .source import exception_location, first_line
+from .source import exception_location, first_line, quoted_line
 from .stages import GRAPH, LOWERING, ONNX, build_pipeline
 from .verify import Verifier, compare_outputs, run_detached, tolerance_for_precision
 
@@ -139,8 +139,7 @@ def accelerate(
         "failure": cap.failure, "location": cap.location, "attempts": cap.attempts,
     }
     if not cap.ok:
-        where = f" at {cap.location}" if cap.location else ""
-        report["fallback"] = f"could not capture the model{where} ({cap.failure}); running it eagerly"
+        report["fallback"] = capture_failure(cap)
         log.warning("accelc: %s", report["fallback"])
         return AcceleratedModule(model, report, eager=model)
 
@@ -223,6 +222,20 @@ def _dry_run(model, gm, inputs, backend: str, device, ctx: PassContext, pipeline
                        "on every input set, and keep the faster in a 1 s interleaved timing")
     report["dry_run"] = dry
     return AcceleratedModule(model, report, eager=model)
+
+
+def capture_failure(cap) -> str:
+    """Why the model was not captured: the user's line and what to do first, torch's detail last."""
+    where = f" at {cap.location}" if cap.location else ""
+    code = quoted_line(cap.location)
+    quoted = f" (`{code}`)" if code else ""
+    detail = cap.failure or ""
+    if "data-dependent" in detail.lower() or "GuardOnDataDependent" in detail:
+        fix = ("a branch or size there depends on a tensor's values: write it with torch.cond, or compute it "
+               "outside the model")
+    else:
+        fix = "make that code traceable by torch.export"
+    return f"could not capture the model{where}{quoted}: {fix} (torch.export said: {detail}); running it eagerly"
 
 
 def working_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import torch
 
 from . import __version__
-from .errors import ArtifactError
+from .errors import ArtifactError, NotCapturedError, NotVerifiedError
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,11 @@ def save_artifact(fast, path: str, force: bool = False) -> str:
 
     if not fast.captured:
         reason = (fast.report.get("fallback") or "the model was not captured").rstrip(".")
-        raise ArtifactError(
-            f"nothing optimised to save: {reason}; make that code traceable by torch.export "
-            "(e.g. torch.cond for data-dependent branches), or call accelc.accelerate() in Python, which runs it eagerly"
-        )
+        if (fast.report.get("capture") or {}).get("ok"):
+            raise NotVerifiedError(f"nothing optimised to save: {reason}; rerun with --disable for the pass the "
+                                   "report names, or --verbose for details")
+        raise NotCapturedError(f"nothing optimised to save: {reason}; or call accelc.accelerate() in Python, which "
+                               "runs the model eagerly")
     check_output_folder(path, force)
     target = os.path.abspath(path)
     parent = os.path.dirname(target)

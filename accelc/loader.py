@@ -15,7 +15,7 @@ from types import ModuleType
 
 import torch
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, UserInputError
 from .source import exception_location, first_line
 
 
@@ -57,15 +57,15 @@ def normalize_inputs(raw, source: str = "inputs") -> tuple[torch.Tensor, ...]:
 
 def _import_file(path: str) -> ModuleType:
     if not os.path.exists(path):
-        raise ModelLoadError(f"{path}: no such file; give the path to a model.py that defines get_model() and get_inputs()")
+        raise UserInputError(f"{path}: no such file; give the path to a model.py that defines get_model() and get_inputs()")
     if os.path.isdir(path):
-        raise ModelLoadError(f"{path} is a folder; give the path to a model.py file")
+        raise UserInputError(f"{path} is a folder; give the path to a model.py file")
     path = os.path.abspath(path)
     folder = os.path.dirname(path)
     name = "accelc_user_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_").replace(".", "_")
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise ModelLoadError(f"{path}: cannot be imported as Python; give a .py file")
+        raise UserInputError(f"{path}: cannot be imported as Python; give a .py file")
     module = importlib.util.module_from_spec(spec)
     if folder not in sys.path:
         sys.path.insert(0, folder)

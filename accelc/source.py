@@ -86,3 +86,17 @@ def _fmt(filename: str, lineno: int | None) -> str:
 
 
 __all__ = ["is_user_file", "user_frame", "user_line_in_text", "exception_location", "node_location", "first_line"]
+
+
+def quoted_line(location: str | None) -> str | None:
+    """The source text at ``location`` ("path:line", as :func:`exception_location` writes it), stripped."""
+    import linecache
+
+    if not location or ":" not in location:
+        return None
+    path, _, line = location.rpartition(":")
+    if not line.isdigit():
+        return None
+    text = linecache.getline(os.path.abspath(path), int(line)).strip()
+    return text or None
+

@@ -96,33 +96,41 @@ def test_explain_is_a_dry_run(cli, model_file, monkeypatch):
     assert "needs the ONNX export" in stdout and "auto would build" in stdout
 
 
-@pytest.mark.parametrize("source, args, message", [
-    (None, [], "nope.py: no such file"),
-    ("import torch\ndef f(:\n", [], "model.py:2: syntax error"),
-    ("import torch\nwidth = 3\ndef helper(): pass\n", [], "defines neither get_model() nor `model` (it defines: helper, width"),
-    ("import torch\ndef get_model(): return 'a model'\ndef get_inputs(): return ()\n", [], "gave a str, not a torch.nn.Module"),
-    ("import torch\ndef get_model(): return torch.nn.Linear(2, 2)\ndef get_inputs(): return [[1.0, 2.0]]\n", [], "example input 0 is a list, not a tensor"),
-    (RAISES_ON_INPUTS, [], "the model raised RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x5 and 4x2) at "),
-    (TINY_CNN, ["--passes", "fold_conv_bn,not_a_pass"], "unknown pass 'not_a_pass'"),
-    (TINY_CNN, ["--disable", "not_a_pass"], "unknown pass 'not_a_pass'"),
-    (TINY_CNN, ["--device", "tpu"], "device 'tpu'"),
-    (TINY_CNN, ["--precision", "int8", "--backend", "torch"], "--precision int8 is ONNX Runtime's dynamic quantisation on the CPU"),
-    (UNTRACEABLE, [], "nothing optimised to save: could not capture the model at "),
+@pytest.mark.parametrize("source, args, message, exit_code", [
+    (None, [], "nope.py: no such file", 2),
+    ("import torch\ndef f(:\n", [], "model.py:2: syntax error", 4),
+    ("import torch\nwidth = 3\ndef helper(): pass\n", [], "defines neither get_model() nor `model` (it defines: helper, width", 4),
+    ("import torch\ndef get_model(): return 'a model'\ndef get_inputs(): return ()\n", [], "gave a str, not a torch.nn.Module", 4),
+    ("import torch\ndef get_model(): return torch.nn.Linear(2, 2)\ndef get_inputs(): return [[1.0, 2.0]]\n", [], "example input 0 is a list, not a tensor", 4),
+    (RAISES_ON_INPUTS, [], "the model raised RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x5 and 4x2) at ", 4),
+    (TINY_CNN, ["--passes", "fold_conv_bn,not_a_pass"], "unknown pass 'not_a_pass'", 2),
+    (TINY_CNN, ["--disable", "not_a_pass"], "unknown pass 'not_a_pass'", 2),
+    (TINY_CNN, ["--device", "tpu"], "device 'tpu'", 2),
+    (TINY_CNN, ["--precision", "int8", "--backend", "torch"], "--precision int8 is ONNX Runtime's dynamic quantisation on the CPU", 2),
+    (UNTRACEABLE, [], "nothing optimised to save: could not capture the model at ", 5),
 ])
-def test_bad_inputs(cli, model_file, tmp_path, source, args, message):
+def test_bad_inputs(cli, model_file, tmp_path, source, args, message, exit_code):
     path = model_file(source) if source is not None else tmp_path / "nope.py"
     out = tmp_path / "out"
     code, stdout, stderr = cli("optimize", path, "-o", out, *args)
-    assert code == 2
+    assert code == exit_code, (code, stderr)
     assert message in stderr, stderr
     error_lines = [line for line in stderr.splitlines() if line.startswith("accelc: error:")]
     assert len(error_lines) == 1 and "Traceback" not in stderr
     assert not out.exists()
 
 
+def test_capture_failure_quotes_the_users_line_and_the_fix_first(cli, model_file, tmp_path):
+    code, _, stderr = cli("optimize", model_file(UNTRACEABLE), "-o", tmp_path / "out")
+    assert code == 5
+    message = next(line for line in stderr.splitlines() if line.startswith("accelc: error:"))
+    assert "model.py:6 (`if x.sum() > 0:`): a branch or size there depends on a tensor's values" in message
+    assert message.index("torch.cond") < message.index("torch.export said")
+
+
 def test_model_error_names_the_users_line(cli, model_file, tmp_path):
     code, _, stderr = cli("optimize", model_file(RAISES_ON_INPUTS), "-o", tmp_path / "out")
-    assert code == 2 and "model.py:10 when run on its own example inputs" in stderr
+    assert code == 4 and "model.py:10 when run on its own example inputs" in stderr
 
 
 def test_existing_output_folder_is_refused_before_any_work(cli, model_file, tmp_path):
@@ -143,11 +151,11 @@ def test_traceback_only_with_verbose(model_file, tmp_path):
     path = model_file("import torch\nx = 1\n")
     cmd = [sys.executable, "-m", "accelc.cli"]
     plain = subprocess.run(cmd + ["optimize", str(path), "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
-    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert plain.returncode == 4 and "Traceback" not in plain.stderr
     errors = [line for line in plain.stderr.splitlines() if not line.startswith("[")]  # progress lines start with [
     assert len(errors) == 1 and errors[0].startswith("accelc: error: model.py defines neither")
     verbose = subprocess.run(cmd + ["--verbose", "optimize", str(path), "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
-    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+    assert verbose.returncode == 4 and "Traceback" in verbose.stderr
 
 
 def test_verbose_after_the_subcommand_and_version(cli, capsys):

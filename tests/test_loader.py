@@ -66,5 +66,10 @@ def test_bad_model_files(model_file, source, message):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ModelLoadError, match="no such file"):
+    from accelc.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="no such file") as info:  # a usage error (exit 2), not a bad model
+        load_model_file(str(tmp_path / "nope.py"))
+    assert not isinstance(info.value, ModelLoadError)
+    with pytest.raises(UserInputError, match="no such file"):
         load_model_file(str(tmp_path / "nope.py"))
