@@ -9,7 +9,7 @@ import torch
 
 import accelc
 from accelc import artifact
-from accelc.errors import ArtifactError
+from accelc.errors import ArtifactError, NotCapturedError
 from accelc.loader import load_model_file
 from support import TINY_CNN
 
@@ -118,6 +118,6 @@ def test_uncaptured_model_cannot_be_saved(tmp_path):
             return x * 2 if x.sum() > 0 else x
 
     fast = accelc.accelerate(Branchy(), (torch.ones(2),))
-    with pytest.raises(ArtifactError, match="nothing optimised to save: could not capture"):
+    with pytest.raises(NotCapturedError, match="nothing optimised to save: could not capture"):
         fast.save(str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
