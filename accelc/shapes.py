@@ -183,11 +183,11 @@ class Signature:
         checks = []
         for spec in self.inputs:
             static = tuple((d, s) for d, s in enumerate(spec.shape) if isinstance(s, int))
-            dynamic = tuple((d, s) for d, s in enumerate(spec.shape) if isinstance(s, str))
+            # (dim, symbol, lo, hi): the range goes with the first dim of its symbol that is seen
+            dynamic = tuple((d, s, *self.ranges.get(s, (1, None))) for d, s in enumerate(spec.shape) if isinstance(s, str))
             full = tuple(spec.shape) if not dynamic else None
             checks.append((spec.dtype, len(spec.shape), full, static, dynamic))
         self._checks = checks
-        self._bounds = [(s, lo, hi) for s, (lo, hi) in self.ranges.items()]
 
     @property
     def is_static(self) -> bool:
@@ -210,17 +210,21 @@ class Signature:
                 if shape != full:
                     return self._wrong(index, x)
                 continue
-            if len(shape) != rank or any(shape[d] != s for d, s in static):
+            if len(shape) != rank:
                 return self._wrong(index, x)
-            for d, symbol in dynamic:
-                if seen.setdefault(symbol, shape[d]) != shape[d]:
-                    return self._wrong(index, x, f"its {symbol} is {shape[d]} where an earlier input's is {seen[symbol]}")
-        for symbol, lo, hi in self._bounds:
-            size = seen.get(symbol)
-            if size is not None and (size < lo or (hi is not None and size > hi)):
-                owner = next(i for i, spec in enumerate(self.inputs) if symbol in spec.shape)
-                return self._wrong(owner, args[owner], f"{symbol} {size} is outside {self.describe_symbol(symbol)}",
-                                   out_of_range=symbol)
+            for d, s in static:  # plain loops: a generator here costs as much as the rest of the check
+                if shape[d] != s:
+                    return self._wrong(index, x)
+            for d, symbol, lo, hi in dynamic:
+                size = shape[d]
+                earlier = seen.get(symbol)
+                if earlier is None:
+                    if size < lo or (hi is not None and size > hi):
+                        return self._wrong(index, x, f"{symbol} {size} is outside {self.describe_symbol(symbol)}",
+                                           out_of_range=symbol)
+                    seen[symbol] = size
+                elif earlier != size:
+                    return self._wrong(index, x, f"its {symbol} is {size} where an earlier input's is {earlier}")
         return None
 
     def _wrong(self, index: int, x, detail: str = "", out_of_range: str | None = None) -> "Mismatch":
