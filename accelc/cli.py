@@ -170,14 +170,14 @@ def cmd_run(args) -> int:
 
 def cmd_passes(args) -> int:
     from .registry import Registry
-    from .stages import STAGES, build_pipeline
+    from .stages import STAGES, build_pipeline, stages_of
 
     registry = Registry.discover()
     plans = {device: build_pipeline(registry, device) for device in ("cpu", "cuda")}
     for stage in STAGES.values():
         names = registry.names(stage.ir)
         if stage.ir == "fx":  # one fx pass belongs to one fx stage (accelc.stages.stages_of)
-            names = [n for n in names if stage.name in _fx_stages(registry, n)]
+            names = [n for n in names if stage.name in stages_of(registry, n)]
         position = {d: {n: i + 1 for i, n in enumerate(plans[d].names(stage.name))} for d in plans}
         names.sort(key=lambda n: (position["cpu"].get(n, 99), position["cuda"].get(n, 99), n))
         width = max((len(n) for n in names), default=4)
@@ -194,12 +194,6 @@ def cmd_passes(args) -> int:
     print("cpu/cuda: position in that device's default pipeline (-: runs only when --passes names it); a name that "
           "two stages have is written stage:name in --passes")
     return 0
-
-
-def _fx_stages(registry, name: str) -> list[str]:
-    from .stages import stages_of
-
-    return stages_of(registry, name, "cpu")
 
 
 def cmd_explain(args) -> int:

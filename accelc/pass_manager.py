@@ -33,6 +33,7 @@ import torch.fx
 from .capture import count_compute_nodes
 from .contract import PassContractError, WeightWriteGuard
 from .pass_base import Pass, PassContext, PassResult
+from .patterns import fetch_attr
 from .source import first_line
 
 log = logging.getLogger(__name__)
@@ -91,16 +92,10 @@ class GraphKind:
         """Make ``target`` the graph ``source`` is (a nested manager's result, kept in place)."""
         for node in source.graph.nodes:
             if node.op in ("get_attr", "call_module"):
-                _assign_attr(target, node.target, _fetch_attr(source, node.target))
+                _assign_attr(target, node.target, fetch_attr(source, node.target))
         target.graph = source.graph
         target.meta = dict(source.meta)
         target.recompile()
-
-
-def _fetch_attr(root, dotted: str):
-    for part in dotted.split("."):
-        root = getattr(root, part)
-    return root
 
 
 def _assign_attr(root, dotted: str, value) -> None:

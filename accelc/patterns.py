@@ -34,6 +34,13 @@ def find_nodes(gm: torch.fx.GraphModule, *targets) -> list[torch.fx.Node]:
     return [n for n in gm.graph.nodes if is_op(n, *targets)]
 
 
+def fetch_attr(root: torch.nn.Module, target: str) -> Any:
+    """The attribute at dotted path ``target`` under ``root`` (a get_attr or call_module target)."""
+    for part in target.split("."):
+        root = getattr(root, part)
+    return root
+
+
 def get_constant(gm: torch.fx.GraphModule, node: Any) -> torch.Tensor | None:
     """The tensor behind a ``get_attr`` node, or None if ``node`` is not a constant."""
     if not isinstance(node, torch.fx.Node) or node.op != "get_attr":
@@ -150,7 +157,7 @@ def remove_unused_constants(gm: torch.fx.GraphModule) -> int:
 
 
 __all__ = [
-    "aten", "META_KEY", "is_op", "find_nodes", "get_constant", "add_constant", "add_opaque_constant", "tensor_meta",
+    "aten", "META_KEY", "is_op", "find_nodes", "fetch_attr", "get_constant", "add_constant", "add_opaque_constant", "tensor_meta",
     "accelc_meta", "only_user", "has_mutating_user", "make_outputs_contiguous", "remove_unused_constants", "first_node",
     "compare_outputs", "tolerance", "verification_inputs",
 ]

@@ -118,7 +118,7 @@ def split_name(name: str) -> tuple[str | None, str]:
     return stage, bare
 
 
-def stages_of(registry: Registry, name: str, device_type: str) -> list[str]:
+def stages_of(registry: Registry, name: str) -> list[str]:
     """The stages a (possibly qualified) name belongs to; an unknown name is an error."""
     stage, bare = split_name(name)
     candidates = [stage] if stage else list(STAGES)
@@ -156,7 +156,7 @@ def build_pipeline(registry: Registry, device_type: str = "cpu", passes: list[st
     if passes:
         chosen: dict[str, list[str]] = {}
         for name in passes:
-            found = stages_of(registry, name, device_type)
+            found = stages_of(registry, name)
             if len(found) > 1:
                 raise PassRegistryError(f"pass {name!r} is in stages {' and '.join(found)}; write "
                                         f"{' or '.join(f'{s}:{split_name(name)[1]}' for s in found)}")
@@ -164,7 +164,7 @@ def build_pipeline(registry: Registry, device_type: str = "cpu", passes: list[st
         stages.update(chosen)
     for name in disable or ():
         bare = split_name(name)[1]
-        for stage_name in stages_of(registry, name, device_type):
+        for stage_name in stages_of(registry, name):
             stages[stage_name] = [n for n in stages[stage_name] if n != bare]
     return Pipeline(stages, notes)
 

@@ -20,6 +20,7 @@ import torch
 import torch.fx
 
 from ..errors import UserInputError
+from ..patterns import fetch_attr
 from .cost import BANDWIDTH, NodeCost, apply_profile, estimate_costs, profile_nodes, tensor_bytes
 from .plan import CALL_OPS, Cut, Plan, Stage
 
@@ -195,7 +196,7 @@ def extract_submodule(gm: torch.fx.GraphModule, node_names: list[str], inputs: l
         if arg.name in env:
             return env[arg.name]
         if arg.op == "get_attr":  # constants go with their users
-            value = _fetch_attr(gm, arg.target)
+            value = fetch_attr(gm, arg.target)
             attr = arg.target.replace(".", "_")
             if device is not None and isinstance(value, torch.Tensor):
                 value = value.to(device)
@@ -217,10 +218,3 @@ def extract_submodule(gm: torch.fx.GraphModule, node_names: list[str], inputs: l
     sub = torch.fx.GraphModule(root, graph)
     sub.graph.lint()
     return sub
-
-
-def _fetch_attr(gm: torch.nn.Module, target: str):
-    obj = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj

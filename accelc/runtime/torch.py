@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.fx
 
+from ..patterns import fetch_attr
+
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """Parse ``--device``; CUDA asked for but absent is a user error, not a crash later."""
@@ -57,7 +59,7 @@ def flat_callable(gm: torch.fx.GraphModule):
     for node in graph.nodes:
         if node.op == "get_attr":
             flat_name = f"w{len(vars(weights))}"
-            setattr(weights, flat_name, _fetch_attr(gm, node.target))
+            setattr(weights, flat_name, fetch_attr(gm, node.target))
             node.target = flat_name
     code = graph.python_code(root_module="self")
     namespace = dict(code.globals)
@@ -71,13 +73,6 @@ def flat_callable(gm: torch.fx.GraphModule):
     if out_spec is not None:
         return lambda *args: pytree.tree_unflatten(forward(weights, *args), out_spec)
     return lambda *args: forward(weights, *args)
-
-
-def _fetch_attr(gm: torch.nn.Module, target: str):
-    value = gm
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
 
 
 class TorchRuntime(torch.nn.Module):
