@@ -19,6 +19,18 @@ import warnings
 _SELF_PRINTING = ("torch", "onnxscript", "onnx_ir", "transformers")
 
 
+def _self_printing_loggers() -> list[logging.Logger]:
+    """The top loggers of ``_SELF_PRINTING`` and every child that prints on its own: torch's log
+    registry gives ``torch.onnx``, ``torch.export`` and others their own stderr handler with
+    ``propagate=False`` when torch is imported."""
+    loggers = [logging.getLogger(name) for name in _SELF_PRINTING]
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if (isinstance(logger, logging.Logger) and name.split(".")[0] in _SELF_PRINTING and name not in _SELF_PRINTING
+                and (logger.handlers or not logger.propagate)):
+            loggers.append(logger)
+    return loggers
+
+
 class _ListHandler(logging.Handler):
     def __init__(self, records: list[str]):
         super().__init__(logging.DEBUG)
@@ -49,8 +61,7 @@ class CapturedLogs:
         self._saved = [(root, list(root.handlers), root.level, root.propagate)]
         if self.echo:
             root.addHandler(handler)
-            for name in _SELF_PRINTING:
-                logger = logging.getLogger(name)
+            for logger in _self_printing_loggers():
                 self._saved.append((logger, list(logger.handlers), logger.level, logger.propagate))
                 if not logger.propagate:
                     logger.addHandler(handler)
@@ -67,8 +78,7 @@ class CapturedLogs:
         accelc_logger.propagate = False
         root.handlers = [handler]
         root.setLevel(self.level)
-        for name in _SELF_PRINTING:
-            logger = logging.getLogger(name)
+        for logger in _self_printing_loggers():
             self._saved.append((logger, list(logger.handlers), logger.level, logger.propagate))
             logger.handlers = []
             logger.propagate = True

@@ -175,7 +175,20 @@ def test_progress_bar_without_terminal():
     bar("timing round 2", 0.9)
     bar.close()
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 2 and "20% building compile" in lines[0] and "#" in lines[1]
+    assert len(lines) == 2 and "20% building compile" in lines[0] and "80% timing round 1" in lines[1]
+    assert "\033" not in stream.getvalue()  # no escape codes in a log
+
+
+def test_progress_bar_on_a_terminal_is_drawn_by_rich_and_cleared():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    bar = ProgressBar(stream=stream, prefix="[1/2] mlp ")
+    bar("building compile", 0.5)
+    bar.close()
+    assert "building compile" in stream.getvalue() and bar._bar is None
 
 
 def test_compare_latency_keeps_its_signature():

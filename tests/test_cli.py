@@ -186,6 +186,8 @@ class Noisy(torch.nn.Module):
     def forward(self, x):
         warnings.warn("a library warning nobody asked for")
         logging.getLogger("torch.some_library").warning("a torch log line nobody asked for")
+        # torch.onnx has its own stderr handler and does not propagate (torch's log registry)
+        logging.getLogger("torch.onnx").warning("an exporter line nobody asked for")
         return self.lin(x)
 
 def get_model():
@@ -204,6 +206,7 @@ def test_library_noise_goes_to_the_log_file(cli, model_file, tmp_path, verbose):
     assert code == 0, stderr
     log = (out / "accelc.log").read_text()
     assert "a library warning nobody asked for" in log and "a torch log line nobody asked for" in log
+    assert "an exporter line nobody asked for" in log
     if verbose:  # shown where each library prints it (torch: its own handler on the real stderr)
         assert "hidden" not in stderr
     else:

@@ -10,6 +10,8 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field
 
+from ..console import plain_grid, print_grid
+
 
 @dataclass
 class SystemResult:
@@ -88,42 +90,67 @@ def _finite_floats(value):
 
 
 class ProgressBar:
-    """A one-line text progress bar on stderr (a line per step when stderr is not a terminal)."""
+    """The bench's progress on stderr: a ``rich`` bar on a terminal, a line per step otherwise."""
 
-    def __init__(self, stream=None, width: int = 28, prefix: str = ""):
+    def __init__(self, stream=None, prefix: str = ""):
         self.stream = stream if stream is not None else sys.stderr
-        self.width = width
         self.prefix = prefix
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_line = ""
+        self._bar = None
         self._last_step = None
 
     def __call__(self, message: str, fraction: float) -> None:
         fraction = min(1.0, max(0.0, fraction))
-        filled = int(round(fraction * self.width))
-        bar = "#" * filled + "." * (self.width - filled)
-        line = f"{self.prefix}[{bar}] {fraction * 100:3.0f}% {message}"
         if self.tty:
-            pad = max(0, len(self._last_line) - len(line))
-            self.stream.write("\r" + line + " " * pad)
-            self.stream.flush()
-            self._last_line = line
+            if self._bar is None:
+                from rich.console import Console
+                from rich.markup import escape
+                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self._bar = Progress(TextColumn(escape(self.prefix)), BarColumn(), TextColumn("{task.percentage:3.0f}%"),
+                                     TimeElapsedColumn(), TextColumn("{task.description}"),
+                                     console=Console(file=self.stream), transient=True)
+                self._bar.start()
+                self._task = self._bar.add_task(message, total=1.0)
+            self._bar.update(self._task, completed=fraction, description=message)
             return
         step = message.split(" round ")[0]  # one line per step, not per timing round
         if step != self._last_step:
-            self.stream.write(line + "\n")
+            self.stream.write(f"{self.prefix}{fraction * 100:3.0f}% {message}\n")
             self.stream.flush()
             self._last_step = step
 
     def close(self) -> None:
-        if self.tty and self._last_line:
-            self.stream.write("\r" + " " * len(self._last_line) + "\r")
-            self.stream.flush()
-            self._last_line = ""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 def format_table(result: BenchResult) -> str:
-    """The terminal table: one row per system, then the reasons for rows without numbers."""
+    """The table as plain text (a pipe, a log, a file): one row per system, then the notes."""
+    header, rows = system_rows(result)
+    return "\n".join([table_title(result), plain_grid(header, rows, RIGHT_ALIGNED)] + table_notes(result))
+
+
+def print_table(result: BenchResult) -> None:
+    """The table on stdout: drawn by ``rich`` on a terminal, plain text otherwise."""
+    header, rows = system_rows(result)
+    print(table_title(result))
+    print_grid(header, rows, RIGHT_ALIGNED)
+    print("\n".join(table_notes(result)))
+
+
+RIGHT_ALIGNED = {1, 2, 3, 4, 5, 6, 7, 8}
+
+
+def table_title(result: BenchResult) -> str:
+    shapes = ", ".join(f"{d}{tuple(s)}" for d, s in result.input_shapes)
+    return (f"{result.model} on {result.device} ({result.precision}), batch {result.batch_size}, "
+            f"{result.threads} threads, inputs {shapes}")
+
+
+def system_rows(result: BenchResult) -> tuple[list[str], list[list[str]]]:
+    """The header and one row of cells per system."""
     eager = result.entry("eager")
     header = ["system", "median ms", "p90 ms", "min-max ms", "samples/s", "vs eager", "build s", "mem MB", "max err", ""]
     rows = []
@@ -141,19 +168,12 @@ def format_table(result: BenchResult) -> str:
             f"{s.throughput_per_s:,.1f}" if s.throughput_per_s else "", f"{speed:.2f}x" if speed else "",
             f"{s.build_s:.1f}", mem_text, f"{s.max_abs_error:.2g}" if s.max_abs_error is not None else "", flag,
         ])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    right = {1, 2, 3, 4, 5, 6, 7, 8}
+    return header, rows
 
-    def line(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    shapes = ", ".join(f"{d}{tuple(s)}" for d, s in result.input_shapes)
-    out = [
-        f"{result.model} on {result.device} ({result.precision}), batch {result.batch_size}, "
-        f"{result.threads} threads, inputs {shapes}",
-        line(header), line(["-" * w for w in widths]),
-    ]
-    out += [line(r) for r in rows]
+def table_notes(result: BenchResult) -> list[str]:
+    """What follows the table: why a system has no numbers, notes, what the columns mean."""
+    out = []
     reasons = [f"  {s.name}: {s.status}: {s.reason}" for s in result.systems if not s.ok]
     notes = [f"  {s.name}: {s.note}" for s in result.systems if s.ok and s.note]
     if reasons:
@@ -165,4 +185,4 @@ def format_table(result: BenchResult) -> str:
                 "cuda_allocated_growth": "CUDA memory allocated by torch (peak while building)"}[result.memory_kind]
     out += ["", f"mem MB: {mem_kind}; max err: largest |output - eager fp32| over the example and its seeded variants"]
     out += [f"{n}" for n in result.notes]
-    return "\n".join(out)
+    return out

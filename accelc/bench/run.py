@@ -25,7 +25,7 @@ from ..timing import measure_interleaved
 from ..verify import compare_outputs, tolerance, verification_inputs
 from .memory import MemoryProbe, OtherLoad
 from .ort import _short_reason
-from .results import BenchResult, ProgressBar, SystemResult, format_table
+from .results import BenchResult, ProgressBar, SystemResult, print_table
 from .systems import DEFAULT_SYSTEMS, BenchContext, Built, SystemSkipped, SystemUnavailable, _builders, expand_systems
 
 # Logged as "accelc.bench", the name it had before bench.py became this package.
@@ -273,7 +273,7 @@ def bench_main(args) -> int:
     device = getattr(args, "device", None) or "cpu"
     max_autotune = bool(getattr(args, "max_autotune", False))
     expand_systems(requested, max_autotune, device)  # fail fast on an unknown name
-    loaded = load_model_file(args.model)
+    loaded = load_model_file(args.model, batch=getattr(args, "batch", None), seq=getattr(args, "seq", None))
     bar = ProgressBar()
     try:
         result = run_bench(
@@ -284,7 +284,7 @@ def bench_main(args) -> int:
         )
     finally:
         bar.close()
-    print(format_table(result))
+    print_table(result)
     if getattr(args, "json", None):
         with open(args.json, "w") as f:
             f.write(result.to_json() + "\n")
