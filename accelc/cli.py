@@ -15,44 +15,38 @@ import argparse
 import logging
 import os
 import sys
-import time
 import traceback
 
+from .console import Progress, plain_rows, print_rows
 from .errors import AccelcError
 from .logs import CapturedLogs
 
 LOG_FILE = "accelc.log"
 
 
-class Progress:
-    """Step messages on stderr with elapsed time; rewritten in place on a terminal."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.start = time.perf_counter()
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, message: str) -> None:
-        if not self.enabled:
-            return
-        line = f"[{time.perf_counter() - self.start:6.1f}s] {message}"
-        if self.tty:
-            sys.stderr.write("\r\033[K" + line)
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-
-
 def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
+def _add_example_sizes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=_positive_int, default=None, metavar="B",
+                   help="batch size of the example inputs built for a Hugging Face model folder (default: 1)")
+    p.add_argument("--seq", type=_positive_int, default=None, metavar="S",
+                   help="sequence length of a folder's token inputs (default: 128, at most max_position_embeddings)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
+    _add_example_sizes(p)
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
                    help="auto picks whichever of PyTorch and ONNX Runtime measures faster (default: auto)")
     p.add_argument("--static", action="store_true", help="pin every input size to the example's (no dynamic sizes)")
@@ -89,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser = lambda *a, **k: original_add_parser(*a, parents=[verbose], **k)
 
     p = sub.add_parser("optimize", help="capture, optimise, verify and save a model.py")
-    p.add_argument("model", help="path to a model.py defining get_model() and get_inputs()")
+    p.add_argument("model", help="a model.py defining get_model() and get_inputs(), or a Hugging Face model folder "
+                                 "(save_pretrained)")
     p.add_argument("-o", "--output", required=True, help="artifact folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty output folder")
     p.add_argument("--no-bench", action="store_true", help="skip the eager vs accelc latency measurement")
@@ -103,11 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("passes", help="list every registered pass, built-in and plugin")
 
     p = sub.add_parser("explain", help="dry run: capture, passes fired, candidates refused and why")
-    p.add_argument("model", help="path to a model.py")
+    p.add_argument("model", help="a model.py defining get_model() and get_inputs(), or a Hugging Face model folder "
+                                 "(save_pretrained)")
     _add_common(p)
 
     p = sub.add_parser("bench", help="time accelc against eager, torch.compile and ONNX Runtime")
-    p.add_argument("model", help="path to a model.py")
+    p.add_argument("model", help="a model.py defining get_model() and get_inputs(), or a Hugging Face model folder "
+                                 "(save_pretrained)")
+    _add_example_sizes(p)
     p.add_argument("--against", default=None, help="comma-separated systems (default: all available)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON to this file")
     p.add_argument("--device", default="cpu")
@@ -122,7 +120,7 @@ def _accelerate_from_file(args, progress: Progress, measure: bool):
     from .loader import load_model_file
 
     progress(f"loading {args.model}")
-    loaded = load_model_file(args.model)
+    loaded = load_model_file(args.model, batch=args.batch, seq=args.seq)
     return accelerate(
         loaded.module, loaded.inputs, backend=args.backend, device=args.device, precision=args.precision,
         passes=_split(args.passes), disable=_split(args.disable), verify=not args.no_verify,
@@ -142,7 +140,7 @@ def cmd_optimize(args) -> int:
     args.log_file = os.path.join(path, LOG_FILE)
     args.logs.write(args.log_file)  # what the libraries said, kept with the artifact
     progress.done()
-    print(summary_table(fast.report))
+    print_rows(summary_rows(fast.report))
     print(f"artifact: {os.path.relpath(path)}  (report: {os.path.relpath(os.path.join(path, 'report.html'))})")
     return 0
 
@@ -202,7 +200,7 @@ def cmd_explain(args) -> int:
 
     progress = Progress()
     progress(f"loading {args.model}")
-    loaded = load_model_file(args.model)
+    loaded = load_model_file(args.model, batch=args.batch, seq=args.seq)
     report = explain(loaded.module, loaded.inputs, backend=args.backend, device=args.device,
                      precision=args.precision, passes=_split(args.passes), disable=_split(args.disable),
                      dynamic=args.dynamic, static=args.static, source_file=loaded.path, on_progress=progress)
@@ -253,7 +251,12 @@ def cmd_bench(args) -> int:
 
 
 def summary_table(report: dict) -> str:
-    """The short end-of-run table: passes fired, nodes, max error, latency."""
+    """The end-of-run summary as plain text (what a pipe or a log file gets)."""
+    return plain_rows(summary_rows(report))
+
+
+def summary_rows(report: dict) -> list[tuple[str, str]]:
+    """The short end-of-run table: passes fired, nodes, max error, latency, what auto timed."""
     rows = [("model", report.get("model") or ""), ("capture", report["capture"].get("method", "")),
             ("backend", report.get("backend", "") + (f" ({report['backend_fallback']})" if report.get("backend_fallback") else ""))]
     records = running_stages(report)
@@ -278,12 +281,16 @@ def summary_table(report: dict) -> str:
     if lat:
         rows.append(("latency", f"eager {lat['eager']['median_ms']:.2f} ms, accelc {lat['accelc']['median_ms']:.2f} ms "
                                 f"(median; {lat['speedup']:.2f}x)"))
+    choice = dict(report.get("backend_choice") or {})
+    chosen = choice.pop("chosen", None)
+    if choice:
+        rows.append(("auto timed", ", ".join(f"{name} {ms:.2f} ms" + (" (kept)" if name == chosen else "")
+                                             for name, ms in sorted(choice.items(), key=lambda item: item[1]))))
     if report.get("fallback"):
         rows.append(("fallback", report["fallback"]))
     for warning in report.get("warnings") or ():
         rows.append(("warning", warning))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return rows
 
 
 def running_stages(report: dict) -> dict[str, list[dict]]:

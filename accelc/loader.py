@@ -3,6 +3,10 @@
 The contract: ``get_model()`` returning an ``nn.Module`` and ``get_inputs()`` returning example
 tensors, or module-level ``model`` and ``inputs``. The file's folder goes first on ``sys.path`` so its
 sibling imports work; its ``if __name__ == "__main__":`` block does not run.
+
+A folder with a config.json is a Hugging Face model folder (``save_pretrained``'s output): it is
+read by :mod:`accelc.hf_folder`, which builds the example inputs from the config (``batch`` and
+``seq`` size them; they mean nothing for a model.py, whose get_inputs() decides).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from types import ModuleType
 import torch
 
 from .errors import ModelLoadError, UserInputError
+from .logs import take_over_new_loggers
 from .source import exception_location, first_line
 
 
@@ -26,12 +31,33 @@ class LoadedModel:
     path: str
 
 
-def load_model_file(path: str) -> LoadedModel:
-    """Import ``path`` and return its model (in eval mode) and example inputs."""
+def load_model_file(path: str, batch: int | None = None, seq: int | None = None) -> LoadedModel:
+    """Import ``path`` and return its model (in eval mode) and example inputs.
+
+    ``path`` may also be a Hugging Face model folder; ``batch`` and ``seq`` then size its example
+    inputs (default 1 and 128, capped at the model's max_position_embeddings)."""
+    from . import hf_folder
+
+    if hf_folder.is_hf_folder(path):
+        model, inputs = hf_folder.load_hf_folder(path, batch=batch, seq=seq)
+        take_over_new_loggers()  # transformers set up its own stderr handler on import
+        return LoadedModel(model, inputs, os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserInputError(
+            f"{path} is a folder without {hf_folder.CONFIG_FILE}; give a model.py file, or a Hugging Face model "
+            "folder written by save_pretrained (config.json and the weights)"
+        )
+    if (batch is not None or seq is not None) and os.path.exists(path):  # a missing path: "no such file" below
+        given = " and ".join(f"--{n}" for n, v in (("batch", batch), ("seq", seq)) if v is not None)
+        raise UserInputError(
+            f"only a Hugging Face model folder takes {given} (accelc builds its example inputs); "
+            f"{os.path.basename(path)} makes its own in get_inputs(): drop the option, or change the shapes there"
+        )
     user_module = _import_file(path)
     model = _get_model(user_module, path)
     inputs = normalize_inputs(_get_inputs(user_module, path), source=f"{os.path.basename(path)}")
     model.eval()
+    take_over_new_loggers()  # libraries the model file imported may have set up their own logging
     return LoadedModel(model, inputs, os.path.abspath(path))
 
 
@@ -57,9 +83,8 @@ def normalize_inputs(raw, source: str = "inputs") -> tuple[torch.Tensor, ...]:
 
 def _import_file(path: str) -> ModuleType:
     if not os.path.exists(path):
-        raise UserInputError(f"{path}: no such file; give the path to a model.py that defines get_model() and get_inputs()")
-    if os.path.isdir(path):
-        raise UserInputError(f"{path} is a folder; give the path to a model.py file")
+        raise UserInputError(f"{path}: no such file; give the path to a model.py that defines get_model() and get_inputs(), "
+                             "or to a Hugging Face model folder")
     path = os.path.abspath(path)
     folder = os.path.dirname(path)
     name = "accelc_user_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_").replace(".", "_")

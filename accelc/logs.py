@@ -54,17 +54,18 @@ class CapturedLogs:
         self.echo = echo  # --verbose: everything still prints, and is kept for the log file too
         self.lines: list[str] = []
         self._saved: list = []
+        self._taken: set[str] = set()
 
     def __enter__(self) -> "CapturedLogs":
+        global _active
+        _active = self
         handler = _ListHandler(self.lines)
         root = logging.getLogger()
         self._saved = [(root, list(root.handlers), root.level, root.propagate)]
         if self.echo:
             root.addHandler(handler)
-            for logger in _self_printing_loggers():
-                self._saved.append((logger, list(logger.handlers), logger.level, logger.propagate))
-                if not logger.propagate:
-                    logger.addHandler(handler)
+            self._handler = handler
+            self.take_over_new_loggers()
             self._start_keeping_warnings(show=True)
             return self
         accelc_logger = logging.getLogger("accelc")
@@ -78,12 +79,32 @@ class CapturedLogs:
         accelc_logger.propagate = False
         root.handlers = [handler]
         root.setLevel(self.level)
-        for logger in _self_printing_loggers():
-            self._saved.append((logger, list(logger.handlers), logger.level, logger.propagate))
-            logger.handlers = []
-            logger.propagate = True
+        self._handler = handler
+        self.take_over_new_loggers()
         self._start_keeping_warnings(show=False)
         return self
+
+    def take_over_new_loggers(self) -> None:
+        """Route the self-printing loggers (see ``_self_printing_loggers``) into the capture.
+
+        Called on entry, and again through :func:`take_over_new_loggers` after code that may set
+        up its own logging: transformers gives its logger a stderr handler when it is first
+        imported, which happens while a command runs (a model file or a model folder)."""
+        for logger in _self_printing_loggers():
+            if self.echo:
+                ours = logger.propagate or self._handler in logger.handlers
+            else:
+                ours = not logger.handlers and logger.propagate
+            if logger.name in self._taken and ours:
+                continue  # still as this capture left it
+            self._taken.add(logger.name)
+            self._saved.append((logger, list(logger.handlers), logger.level, logger.propagate))
+            if self.echo:  # the logger keeps printing; the file gets a copy
+                if not logger.propagate:
+                    logger.addHandler(self._handler)
+            else:
+                logger.handlers = []
+                logger.propagate = True
 
     def _start_keeping_warnings(self, show: bool) -> None:
         self._warnings = warnings.catch_warnings()
@@ -99,8 +120,12 @@ class CapturedLogs:
         warnings.showwarning = keep
 
     def __exit__(self, *exc) -> None:
+        global _active
+        _active = None
         self._warnings.__exit__(*exc)
-        for logger, handlers, level, propagate in reversed(self._saved):
+        # In order: a logger a library set up while the capture ran is saved again after its first
+        # entry, and gets the library's set-up back.
+        for logger, handlers, level, propagate in self._saved:
             logger.handlers = handlers
             logger.setLevel(level)
             logger.propagate = propagate
@@ -117,4 +142,13 @@ class CapturedLogs:
             f.write("\n".join(self.lines) + ("\n" if self.lines else ""))
 
 
-__all__ = ["CapturedLogs"]
+_active: CapturedLogs | None = None
+
+
+def take_over_new_loggers() -> None:
+    """Have the running capture (if any) take over loggers set up since it started."""
+    if _active is not None:
+        _active.take_over_new_loggers()
+
+
+__all__ = ["CapturedLogs", "take_over_new_loggers"]

@@ -212,3 +212,33 @@ def test_library_noise_goes_to_the_log_file(cli, model_file, tmp_path, verbose):
     else:
         assert "nobody asked for" not in stdout + stderr
         assert "messages from torch and other libraries hidden (in " in stderr and "accelc.log" in stderr
+
+
+LATE_LOGGER = """
+import logging, sys
+import torch
+
+# What transformers does on its first import: its own stderr handler, not propagating.
+late = logging.getLogger("transformers.late_library")
+late.addHandler(logging.StreamHandler(sys.stderr))
+late.propagate = False
+
+class Model(torch.nn.Module):
+    def forward(self, x):
+        late.warning("a late library line nobody asked for")
+        return x * 2
+
+def get_model():
+    return Model()
+
+def get_inputs():
+    return (torch.randn(2, 4),)
+"""
+
+
+def test_a_library_that_sets_up_logging_while_the_model_file_loads_is_captured(cli, model_file, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("optimize", model_file(LATE_LOGGER), "-o", out, "--backend", "torch", "--no-bench")
+    assert code == 0, stderr
+    assert "a late library line nobody asked for" in (out / "accelc.log").read_text()
+    assert "nobody asked for" not in stdout + stderr

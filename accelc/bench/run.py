@@ -49,6 +49,12 @@ def _tolerance_for(precision: str):
     return lambda dtype: tolerance(lowered) if dtype.is_floating_point else tolerance(dtype)
 
 
+def _looser_precision(a: str, b: str | None) -> str:
+    """Of the bench's precision and a system's own, the one with the looser tolerance."""
+    order = ("fp32", "fp16", "bf16")
+    return a if b not in order or order.index(a) >= order.index(b) else b
+
+
 def _cast_inputs(inputs: tuple, device: torch.device, dtype: torch.dtype | None = None) -> tuple:
     def cast(x):
         if not isinstance(x, torch.Tensor):
@@ -73,7 +79,7 @@ def _versions() -> dict:
     from .. import __version__
 
     versions = {"accelc": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    for name in ("onnxruntime", "onnx", "transformers"):
+    for name in ("onnxruntime", "onnx", "transformers", "openvino"):
         try:
             versions[name] = __import__(name).__version__
         except Exception:  # an optional peer that is missing is reported as such
@@ -196,6 +202,8 @@ def _preload(names: list[str]) -> None:
         modules += ["onnxruntime", "onnxscript", "torch.onnx._internal.exporter._core"]
     if any(n.startswith("ort-transformers") for n in names):
         modules.append("onnxruntime.transformers.optimizer")
+    if any(n.startswith("openvino") for n in names):
+        modules += ["openvino", "openvino.frontend.pytorch.ts_decoder"]
     if any(n.startswith("accelc-") for n in names):
         modules += ["accelc.api", "accelc.capture"]
     for name in modules:
@@ -226,6 +234,8 @@ def _build_one(name, builder, ctx: BenchContext, probe: MemoryProbe, references:
             memory["device_used_mb"] = probe.device_used_mb()
         worst_abs = worst_rel = 0.0
         within = True
+        if system.precision is not None:  # a system that runs at its own precision (bf16, say)
+            tol = _tolerance_for(_looser_precision(ctx.precision, system.precision))
         with torch.inference_mode():
             for i, ref in enumerate(references):
                 raw = first if i == 0 else system.run(*system.inputs[i])
