@@ -98,6 +98,9 @@ def accelerate(
         raise UserInputError(f"--stages needs at least 1 stage, got {stages}")
     if microbatches < 1:
         raise UserInputError(f"--microbatches needs at least 1, got {microbatches}")
+    for given, name in ((microbatches > 1, f"--microbatches {microbatches}"), (profile, "--profile")):
+        if given and not (stages or devices):
+            raise UserInputError(f"{name} applies to a graph cut into stages: add --stages N (or --devices), or drop it")
     choice = parse_dynamic(False if static else dynamic)
     dev = resolve_device(device)
     for stage_device in devices or ():
@@ -128,8 +131,9 @@ def accelerate(
     run_eagerly(model, inputs, source_file)
 
     full_inputs = inputs
-    if microbatches > 1:
-        # The pipeline runs the captured graph once per micro-batch: capture at the micro-batch size.
+    if microbatches > 1 and not choice.wants("batch"):
+        # A graph with a static batch runs once per micro-batch at one size: capture at that size.
+        # (A dynamic batch is captured at the example's and runs at any micro-batch size.)
         inputs = microbatch_inputs(inputs, microbatches)
     progress("capturing with torch.export")
     start = time.perf_counter()

@@ -38,6 +38,23 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number above 0")
+    return number
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with accelc's error form: one line, what is wrong and where to look, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"accelc: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _add_example_sizes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_positive_int, default=None, metavar="B",
                    help="batch size of the example inputs built for a Hugging Face model folder (default: 1)")
@@ -58,7 +75,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="fp16/bf16 lower the graph; int8 quantises MatMul weights in ONNX Runtime (CPU)")
     p.add_argument("--passes", help="comma-separated pass names replacing the default pipeline")
     p.add_argument("--disable", help="comma-separated pass names to leave out")
-    p.add_argument("--no-verify", action="store_true", help="skip the numeric check after each pass")
+
+
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    """What only a real build uses (explain's dry run builds nothing)."""
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the numeric check after each graph pass (the final check against eager always runs)")
     p.add_argument("--stages", type=int, default=None, help="cut the graph into N CPU stages (model parallel)")
     p.add_argument("--devices", default=None, help="one device per stage, e.g. cpu,cuda:0")
     p.add_argument("--microbatches", type=int, default=1, help="pipeline M micro-batches through the stages")
@@ -72,28 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --verbose is accepted before and after the subcommand: a parent parser shared by all of them,
     # whose default is SUPPRESS there so a subcommand without the flag keeps the top-level value.
-    verbose = argparse.ArgumentParser(add_help=False)
+    verbose = _Parser(add_help=False)
     verbose.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
                          help="show tracebacks and library logs")
-    parser = argparse.ArgumentParser(prog="accelc", description="Model-acceleration compiler for PyTorch.")
+    parser = _Parser(prog="accelc", description="Model-acceleration compiler for PyTorch.")
     parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and library logs")
     parser.add_argument("--version", action="version", version=f"accelc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     original_add_parser = sub.add_parser
     sub.add_parser = lambda *a, **k: original_add_parser(*a, parents=[verbose], **k)
 
-    p = sub.add_parser("optimize", help="capture, optimise, verify and save a model.py")
+    p = sub.add_parser("optimize", help="capture, optimise, verify and save a model (model.py or Hugging Face folder)")
     p.add_argument("model", help="a model.py defining get_model() and get_inputs(), or a Hugging Face model folder "
                                  "(save_pretrained)")
     p.add_argument("-o", "--output", required=True, help="artifact folder to write")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty output folder")
     p.add_argument("--no-bench", action="store_true", help="skip the eager vs accelc latency measurement")
     _add_common(p)
+    _add_build_options(p)
 
     p = sub.add_parser("run", help="load an artifact folder, run it and print its latency")
     p.add_argument("artifact", help="folder written by `accelc optimize`")
     p.add_argument("--device", default=None, help="override the device recorded in the artifact")
-    p.add_argument("--seconds", type=float, default=2.0, help="timing budget (default 2 s)")
+    p.add_argument("--seconds", type=_positive_float, default=2.0, help="timing budget (default 2 s)")
 
     sub.add_parser("passes", help="list every registered pass, built-in and plugin")
 
@@ -102,16 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(save_pretrained)")
     _add_common(p)
 
-    p = sub.add_parser("bench", help="time accelc against eager, torch.compile and ONNX Runtime")
+    p = sub.add_parser("bench", help="time accelc against eager, torch.compile, ONNX Runtime and OpenVINO")
     p.add_argument("model", help="a model.py defining get_model() and get_inputs(), or a Hugging Face model folder "
                                  "(save_pretrained)")
     _add_example_sizes(p)
     p.add_argument("--against", default=None, help="comma-separated systems (default: all available)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON to this file")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N, for every system (default: cpu)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="the precision every system runs at; errors are against eager fp32 (default: fp32)")
     p.add_argument("--max-autotune", action="store_true", help="add torch.compile(mode='max-autotune')")
-    p.add_argument("--seconds", type=float, default=None, help="timing budget per system")
+    p.add_argument("--seconds", type=_positive_float, default=None,
+                   help="timing budget shared by all systems, in interleaved rounds (default: 5 s)")
     return parser
 
 
@@ -327,7 +352,10 @@ COMMANDS = {"optimize": cmd_optimize, "run": cmd_run, "passes": cmd_passes, "exp
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed in one line
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="accelc: %(message)s", force=True)
     args.logs = CapturedLogs(echo=args.verbose)
     args.log_file = None  # set by a command that writes a folder: where the captured messages went

@@ -63,8 +63,8 @@ def mlp_result():
 
 def test_every_system_has_a_row(mlp_result):
     names = [s.name for s in mlp_result.systems]
-    assert names == ["eager", "compile", "onnxruntime", "ort-transformers-dynamo", "ort-transformers-torchscript",
-                     "accelc-torch", "accelc-onnxruntime"]
+    assert names == ["eager", "compile", "compile-bf16", "onnxruntime", "ort-transformers-dynamo",
+                     "ort-transformers-torchscript", "openvino-f32", "openvino", "accelc-torch", "accelc-onnxruntime"]
     for name in ("eager", "compile", "onnxruntime", "accelc-torch"):
         _check_ok_entry(mlp_result.entry(name), batch=1)
     assert mlp_result.entry("eager").max_abs_error == 0

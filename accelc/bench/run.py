@@ -211,6 +211,13 @@ def _preload(names: list[str]) -> None:
             __import__(name)
         except Exception:  # a missing library shows up as that system's failure instead
             log.debug("bench: could not preload %s", name, exc_info=True)
+    if any(n.startswith("openvino") for n in names):
+        try:
+            from .openvino import load_plugins
+
+            load_plugins()  # OpenVINO loads its CPU plugin library on first use
+        except Exception:
+            log.debug("bench: could not load OpenVINO's plugins", exc_info=True)
 
 
 def _to_cpu(outputs):

@@ -2,7 +2,7 @@
 :func:`expand_systems` that turns them into concrete systems, the builder contract
 (:class:`BenchContext` in, :class:`Built` out, :class:`SystemSkipped` / :class:`SystemUnavailable`
 for a system that does not apply or is not there), and one ``_build_*`` function per kind of
-system (eager, torch.compile, ONNX Runtime, accelc), looked up by :func:`_builders`.
+system (eager, torch.compile, ONNX Runtime, OpenVINO, accelc), looked up by :func:`_builders`.
 """
 
 from __future__ import annotations
@@ -15,14 +15,19 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserInputError
+from . import openvino as ov_bench
 from .ort import OrtRunner, _export_onnx, _input_names, _ort_optimize, _ort_session, _short_reason
 
 # Groups the user can name with --against; each expands to concrete systems.
 SYSTEM_GROUPS: dict[str, tuple[str, ...]] = {
     "eager": ("eager",),
     "compile": ("compile",),
+    "compile-bf16": ("compile-bf16",),
     "onnxruntime": ("onnxruntime",),
     "ort-transformers": ("ort-transformers-dynamo", "ort-transformers-torchscript"),
+    # OpenVINO's CPU plugin with the precision pinned to f32, and at the precision it picks itself
+    # (bf16 on CPUs with AVX512_BF16 or AMX). Optional: without openvino both rows say how to get it.
+    "openvino": ("openvino-f32", "openvino"),
     "accelc": ("accelc-torch", "accelc-onnxruntime"),
     # The same builds with every size pinned to the example's (dynamic=False): what dynamic shapes cost.
     "accelc-static": ("accelc-torch-static", "accelc-onnxruntime-static"),
@@ -51,6 +56,9 @@ class Built:
     inputs: list[tuple]  # the input sets in the form this system takes (dtype, device)
     outputs: Callable = lambda raw: raw
     note: str = ""
+    # The precision the system computes at when it is not the bench's (compile-bf16, OpenVINO's
+    # own choice): its error is judged by the looser of that precision's tolerance and the bench's.
+    precision: str | None = None
 
 
 @dataclass
@@ -92,6 +100,69 @@ def _build_compile_freezing(ctx: BenchContext) -> Built:
     with inductor_config.patch(freezing=True), torch.inference_mode():
         compiled(*ctx.inputs[0])
     return Built(compiled, ctx.inputs, note="inductor freezing=True")
+
+
+def _bf16_emulated(device: torch.device) -> bool:
+    """Whether bf16 arithmetic on ``device`` is emulated (converted to fp32 and back) rather than native."""
+    if device.type == "cuda":
+        return not torch.cuda.is_bf16_supported(including_emulation=False)
+    from ..api import cpu_has_native_bf16
+
+    return not (torch.backends.mkldnn.is_available() and cpu_has_native_bf16())
+
+
+def _to_fp32(raw):
+    return torch.utils._pytree.tree_map(
+        lambda x: x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x, raw)
+
+
+def _build_compile_bf16(ctx: BenchContext) -> Built:
+    """torch.compile with freezing on a bf16 copy of the fp32 model, fed bf16 inputs (integer and
+    boolean inputs as they are); outputs go back to fp32 for the comparison with eager fp32.
+
+    Like :func:`_build_compile_freezing`, the first call (where Inductor compiles) is made here,
+    under the freezing patch, which is restored when it returns.
+    """
+    import torch._inductor.config as inductor_config
+
+    model = copy.deepcopy(ctx.model).to(torch.bfloat16)
+    inputs = [tuple(x.to(torch.bfloat16) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in xs)
+              for xs in ctx.fp32_inputs]
+    compiled = torch.compile(model)
+    with inductor_config.patch(freezing=True), torch.inference_mode():
+        compiled(*inputs[0])
+    note = "inductor freezing=True, bf16 weights and inputs"
+    if _bf16_emulated(ctx.device):
+        if ctx.device.type == "cuda":
+            which = "GPU"
+        elif torch.backends.mkldnn.is_available():
+            which = "CPU (no avx512_bf16/amx_bf16)"
+        else:
+            which = "CPU (this torch has no oneDNN)"
+        note += f"; bf16 is emulated on this {which}: its speed is not representative"
+    return Built(compiled, inputs, outputs=_to_fp32, note=note, precision="bf16")
+
+
+def _build_openvino(ctx: BenchContext, f32: bool) -> Built:
+    """OpenVINO's CPU plugin on ``openvino.convert_model`` of the fp32 module: torch's thread count,
+    one stream, the latency hint; ``f32`` pins the inference precision, otherwise OpenVINO picks
+    it and the note says which it ran."""
+    if ctx.device.type != "cpu":
+        raise SystemSkipped(f"the bench runs OpenVINO on its CPU plugin only, not on {ctx.device.type}")
+    try:
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        raise SystemUnavailable(ov_bench.import_reason(exc)) from exc
+    ov_model = ov_bench.convert(ctx.model, ctx.fp32_inputs[0])
+    compiled, chosen = ov_bench.compile_for_cpu(ov_model, ctx.threads, f32=f32)
+    runner = ov_bench.OpenVinoRunner(compiled, _input_names(ctx.model, len(ctx.fp32_inputs[0])))
+    if f32:
+        note = f"inference precision {chosen}"
+    else:
+        note = f"inference precision {chosen} (OpenVINO's default on this CPU)"
+    # Like accelc, OpenVINO takes the fp32 model and inputs and lowers precision itself.
+    return Built(runner, ctx.fp32_inputs, outputs=runner.to_torch, note=note,
+                 precision=None if chosen == "fp32" else chosen)
 
 
 def _build_accelc(ctx: BenchContext, backend: str, dynamic: bool | None = None) -> Built:
@@ -180,10 +251,13 @@ def _builders(names: list[str]) -> dict[str, Callable[[BenchContext], Built]]:
         "compile-max-autotune": lambda ctx: _build_compile(ctx, "max-autotune"),
         "compile-freezing": _build_compile_freezing,
         "compile-cudagraphs": lambda ctx: _build_compile(ctx, "reduce-overhead"),
+        "compile-bf16": _build_compile_bf16,
         "onnxruntime": lambda ctx: _build_ort(ctx, "onnxruntime"),
         "onnxruntime-tensorrt": lambda ctx: _build_ort(ctx, "onnxruntime-tensorrt", provider="TensorrtExecutionProvider"),
         "ort-transformers-dynamo": lambda ctx: _build_ort(ctx, "ort-transformers-dynamo", optimize=True),
         "ort-transformers-torchscript": lambda ctx: _build_ort(ctx, "ort-transformers-torchscript", dynamo=False, optimize=True),
+        "openvino-f32": lambda ctx: _build_openvino(ctx, f32=True),
+        "openvino": lambda ctx: _build_openvino(ctx, f32=False),
     }
     for backend in _accelc_backends():
         table[f"accelc-{backend}"] = lambda ctx, b=backend: _build_accelc(ctx, b)
@@ -223,4 +297,6 @@ def expand_systems(systems, max_autotune: bool = False, device: str | torch.devi
             known = ", ".join(sorted(set(SYSTEM_GROUPS) | concrete))
             raise UserInputError(f"unknown system {item!r} in --against; choose from {known}")
         out += [n for n in names if n not in out]
+    if max_autotune and "compile-max-autotune" not in out:  # asked for by name, with or without "compile"
+        out.append("compile-max-autotune")
     return out

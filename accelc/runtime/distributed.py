@@ -22,6 +22,7 @@ import logging
 
 import torch
 import torch.distributed as dist
+import sympy
 import torch.fx
 
 from ..errors import UserInputError
@@ -31,15 +32,45 @@ from ..partition.plan import Plan
 log = logging.getLogger(__name__)
 
 
-def _meta_args(gm: torch.fx.GraphModule, names: list[str], device: torch.device) -> tuple:
+def _meta_args(gm: torch.fx.GraphModule, names: list[str], device: torch.device, sizes: dict) -> tuple:
+    """Empty tensors shaped like the values ``names`` at this run's micro-batch: PipelineStage
+    needs concrete shapes, and a graph with a dynamic batch (or sequence) has symbols in them,
+    which ``sizes`` (symbol -> size, from :func:`_symbol_sizes`) resolves."""
     nodes = {n.name: n for n in gm.graph.nodes}
     out = []
     for name in names:
         val = nodes[name].meta.get("val")
         if not isinstance(val, torch.Tensor):
             raise UserInputError(f"value {name!r} crosses a stage boundary but is not a tensor; cut elsewhere")
-        out.append(torch.empty(tuple(val.shape), dtype=val.dtype, device=device))
+        shape = []
+        for dim in val.shape:
+            if isinstance(dim, torch.SymInt):
+                dim = sympy.sympify(sympy.sympify(dim.node.expr).xreplace(sizes))
+                if not dim.is_number:
+                    raise UserInputError(f"the size of {name!r} ({dim}) does not follow from the input sizes; "
+                                         "capture with --static to run it across processes")
+            shape.append(int(dim))
+        out.append(torch.empty(tuple(shape), dtype=val.dtype, device=device))
     return tuple(out)
+
+
+def _symbol_sizes(gm: torch.fx.GraphModule, input_shapes: list[tuple], microbatches: int) -> dict:
+    """Each size symbol of the graph's inputs, bound to its size in one micro-batch of a call
+    whose inputs have ``input_shapes`` (dimension 0 split ``microbatches`` ways, evenly)."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    sizes = {}
+    for node, shape in zip(placeholders, input_shapes):
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            continue
+        if shape and shape[0] % microbatches:
+            raise UserInputError(f"input {node.name} has batch {shape[0]}, which {microbatches} micro-batches do not "
+                                 "split evenly; give a batch divisible by --microbatches")
+        micro = (shape[0] // microbatches, *shape[1:]) if shape else shape
+        for dim, size in zip(val.shape, micro):
+            if isinstance(dim, torch.SymInt) and sympy.sympify(dim.node.expr).is_Symbol:
+                sizes[dim.node.expr] = size
+    return sizes
 
 
 class _ContiguousOutputs(torch.nn.Module):
@@ -66,6 +97,8 @@ def run_stage(gm: torch.fx.GraphModule, plan: Plan, inputs: tuple | None, microb
     """Run this rank's stage of ``plan``; returns the outputs tuple on the last rank, else None.
 
     The process group must be initialised (``dist.init_process_group``) with one rank per stage.
+    ``inputs`` (the whole batch) are given on rank 0; their shapes are sent to every rank, which
+    shapes its stage's buffers for them.
     """
     from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
@@ -79,11 +112,14 @@ def run_stage(gm: torch.fx.GraphModule, plan: Plan, inputs: tuple | None, microb
         torch.cuda.set_device(device)
     elif stage_plan.threads:
         torch.set_num_threads(stage_plan.threads)
+    shapes = [[tuple(x.shape) if isinstance(x, torch.Tensor) else () for x in inputs] if rank == 0 else None]
+    dist.broadcast_object_list(shapes, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+    sizes = _symbol_sizes(gm, shapes[0], microbatches)
     module = _ContiguousOutputs(build_stage_module(gm, plan, rank, device=device if device.type != "cpu" else None))
     stage = PipelineStage(
         module, rank, world, device,
-        input_args=_meta_args(gm, stage_plan.inputs, device),
-        output_args=_meta_args(gm, stage_plan.outputs, device),
+        input_args=_meta_args(gm, stage_plan.inputs, device, sizes),
+        output_args=_meta_args(gm, stage_plan.outputs, device, sizes),
         group=group,
     )
     schedule = ScheduleGPipe(stage, n_microbatches=microbatches)

@@ -14,9 +14,10 @@ stage thread that calls it first gets its own budget (``stage.threads``). The ca
 is restored afterwards. CUDA stages run on their own stream; hand-overs carry an event the
 consumer's stream waits on, so copies and kernels overlap without host synchronisation.
 
-Graphs are captured at a fixed batch, so micro-batching needs the graph captured at the
-micro-batch size: an input whose first dimension is M times the captured one is split into M
-chunks, outputs are concatenated along dimension 0.
+Micro-batching splits the batch (dimension 0) of every batched input into M chunks and
+concatenates the outputs along dimension 0. With a dynamic batch (the default) any call batch is
+split, into min(M, batch) near-equal chunks; a graph captured at a fixed micro-batch size takes
+an input whose first dimension is M times the captured one. Other inputs go whole to every chunk.
 """
 
 from __future__ import annotations
@@ -102,12 +103,14 @@ class PipelineExecutor(torch.nn.Module):
     # -- splitting and merging micro-batches -------------------------------------------------
     def _split(self, flat: list) -> list[list]:
         M = self.microbatches
+        batched = [isinstance(x, torch.Tensor) and bool(shape) and x.dim() > 0 and (
+            isinstance(shape[0], torch.SymInt) or x.shape[0] == shape[0] * M) for x, shape in zip(flat, self.input_shapes)]
+        # Nothing to split (a static graph called at its micro-batch size): one chunk. A batch
+        # smaller than M gives fewer chunks, none empty.
+        M = min([M] + [x.shape[0] for x, b in zip(flat, batched) if b]) if any(batched) else 1
         chunks: list[list] = [[] for _ in range(M)]
-        for x, shape in zip(flat, self.input_shapes):
-            if M > 1 and isinstance(x, torch.Tensor) and shape and x.dim() and x.shape[0] == shape[0] * M:
-                parts = torch.chunk(x, M, dim=0)
-            else:
-                parts = [x] * M
+        for x, is_batched in zip(flat, batched):
+            parts = torch.tensor_split(x, M, dim=0) if M > 1 and is_batched else [x] * M
             for m in range(M):
                 chunks[m].append(parts[m])
         return chunks

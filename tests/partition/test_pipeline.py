@@ -74,3 +74,31 @@ def test_cpu_cuda_split_matches_eager():
     with torch.no_grad():
         want = model(*batch)
     torch.testing.assert_close(executor(*batch).cpu(), want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_dynamic_batch_is_split_at_any_call_size(batch):
+    """A graph with a dynamic batch splits any call's batch into min(M, batch) chunks (a batch
+    of 3 into 2 and 1, a batch of 1 not at all); the merged output equals the graph's."""
+    import accelc
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    fast = accelc.accelerate(model, (torch.randn(2, 16),), backend="torch", stages=2, microbatches=2, measure=False)
+    assert fast.report["partition"]["microbatches"] == 2 and not fast.report.get("backend_fallback")
+    x = torch.randn(batch, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x))
+
+
+def test_static_graph_called_at_its_micro_batch_size_runs_once():
+    import accelc
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4)).eval()
+    fast = accelc.accelerate(model, (torch.randn(8, 16),), backend="torch", stages=2, microbatches=2, static=True,
+                             measure=False)
+    assert not fast.report.get("backend_fallback"), fast.report.get("backend_fallback")
+    x = torch.randn(8, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x))
