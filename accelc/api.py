@@ -450,6 +450,8 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
         report["backend_fallback"] = f"ONNX Runtime disagrees with eager ({comparison.message}); using the PyTorch runtime"
         return torch_runtime
     report["onnx"]["verification"] = comparison.as_dict()
+    if hasattr(ort_runtime, "release_dynamic_session"):
+        ort_runtime.release_dynamic_session()  # the checks at other sizes opened it; a call that needs it reopens it
     if backend == "auto" and precision != "int8":  # PyTorch has no int8 form to compare with
         from .timing import compare_latency
         from .verify import verification_inputs

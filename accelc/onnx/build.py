@@ -102,6 +102,12 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
     }
     if exported.exporter == "torchscript":
         meta["arg_names"] = torchscript_input_names(len(inputs))
+    # The sizes the CPU session is specialised to (accelc.runtime.onnxruntime.pinned_dims).
+    # Keyed by the ONNX input names, matched to forward()'s arguments as OrtRuntime matches them.
+    onnx_inputs = [i.name for i in exported.model.graph.input]
+    positions = [meta["arg_names"].index(n) if n in meta["arg_names"] else k for k, n in enumerate(onnx_inputs)]
+    meta["example_shapes"] = {n: list(inputs[k].shape) for n, k in zip(onnx_inputs, positions)
+                              if k < len(inputs) and isinstance(inputs[k], torch.Tensor)}
     checked = [(inputs, _cpu(flat_ref))]
     skipped = 0
     for probe, reference in cases[1:]:

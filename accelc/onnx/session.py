@@ -55,9 +55,13 @@ def disabled_fusions(provider: str) -> list[str]:
     return list(DISABLED_FUSIONS.get(provider, []))
 
 
-def session_options(threads: int | None = None):
+def session_options(threads: int | None = None, pinned_dims: dict[str, int] | None = None):
+    """accelc's options; ``pinned_dims`` fixes named dynamic sizes (``{"batch": 8}``) for this
+    session, so ORT plans memory and picks kernels as for a static model."""
     ort = _ort()
     options = ort.SessionOptions()
+    for name, size in (pinned_dims or {}).items():
+        options.add_free_dimension_override_by_name(name, int(size))
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Explicit, not ORT's default of every core: the process may share the machine with torch.
     options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -68,7 +72,7 @@ def session_options(threads: int | None = None):
 
 
 def open_session(model_path: str, device: torch.device, folder: str, precision: str = "fp32",
-                 cuda_graph: bool = False, threads: int | None = None):
+                 cuda_graph: bool = False, threads: int | None = None, pinned_dims: dict[str, int] | None = None):
     """An InferenceSession on the best provider that initialises; returns (session, record)."""
     ort = _ort()
     plan = provider_plan(device, folder, precision)
@@ -87,7 +91,7 @@ def open_session(model_path: str, device: torch.device, folder: str, precision: 
         if wanted == "TensorrtExecutionProvider":
             os.makedirs(chain[0][1]["trt_engine_cache_path"], exist_ok=True)
         try:
-            session = ort.InferenceSession(model_path, sess_options=session_options(threads),
+            session = ort.InferenceSession(model_path, sess_options=session_options(threads, pinned_dims),
                                            providers=[n for n, _ in chain], provider_options=[o for _, o in chain],
                                            disabled_optimizers=disabled_fusions(wanted))
         except Exception as exc:  # a provider's library or options failed: try the next one

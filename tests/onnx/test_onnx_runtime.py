@@ -238,3 +238,67 @@ def test_int8_through_accelerate_and_plain_ort(tmp_path):
 
     with pytest.raises(UserInputError, match="int8"):
         accelc.accelerate(model, inputs, backend="torch", precision="int8")
+
+
+def _small_cnn():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+
+
+def test_cpu_session_is_pinned_to_the_example_sizes_and_other_sizes_get_the_dynamic_one(tmp_path):
+    """The example's sizes run on a session with every dynamic size pinned (as fast as a static
+    model); another size opens the dynamic session once; both answer like eager. The artifact
+    keeps the dynamic model.onnx and pins the same sizes when it is loaded."""
+    import accelc
+
+    model, x = _small_cnn(), torch.randn(2, 3, 32, 32)
+    fast = accelc.accelerate(model, (x,), backend="onnxruntime", measure=False)
+    runtime = fast.runner
+    assert runtime.pinned_dims == {"batch": 2, "height": 32, "width": 32}
+    assert fast.report["onnx"]["providers"]["pinned_dims"] == runtime.pinned_dims
+    assert runtime._dynamic_run is None  # released after the build's checks at other sizes
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x))
+        assert runtime._dynamic_run is None
+        for shape in [(1, 3, 32, 32), (3, 3, 40, 24), (2, 3, 32, 33)]:
+            other = torch.randn(shape)
+            torch.testing.assert_close(fast(other), model(other), rtol=1e-4, atol=1e-5)
+        assert runtime._dynamic_run is not None
+        torch.testing.assert_close(fast(x), model(x))
+
+    fast.save(str(tmp_path / "art"))
+    loaded = accelc.load(str(tmp_path / "art"))
+    assert loaded.runner.pinned_dims == runtime.pinned_dims
+    import onnx
+
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(tmp_path / "art" / "model.onnx")).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]  # plain ONNX Runtime still takes any size
+
+
+def test_pinned_and_dynamic_sessions_serve_threads_at_mixed_sizes():
+    import threading
+
+    import accelc
+
+    model = _small_cnn()
+    fast = accelc.accelerate(model, (torch.randn(2, 3, 32, 32),), backend="onnxruntime", measure=False)
+    shapes = [(2, 3, 32, 32), (1, 3, 32, 32), (4, 3, 28, 36)]
+    errors = []
+
+    def work(seed):
+        generator = torch.Generator().manual_seed(seed)
+        try:
+            for k in range(12):
+                x = torch.randn(shapes[(seed + k) % len(shapes)], generator=generator)
+                with torch.inference_mode():
+                    torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
+        except Exception as exc:  # reported below, on the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
