@@ -29,6 +29,9 @@ def test_fires_and_is_idempotent(run_pass, count_ops):
     assert count_ops(gm, aten.linear) == 2  # export keeps the unused branch
     new_gm, record, _ = run_pass("eliminate_dead_code", gm, (x,))
     assert record.status == "fired" and count_ops(new_gm, aten.linear) == 1
+    # the stats agree with the node counts of the report (calls), constants counted apart
+    assert record.stats["removed"] == record.nodes_before - record.nodes_after == 2  # linear, relu
+    assert record.stats["unused_constants"] == 2  # the unused linear's weight and bias
     assert not [n for n in new_gm.graph.nodes if n.op == "get_attr" and not n.users]
     torch.testing.assert_close(new_gm(x), model(x))
     _, again, _ = run_pass("eliminate_dead_code", new_gm, (x,))
