@@ -183,10 +183,10 @@ def accelerate(
         progress("timing eager vs accelc")
         # At the batch the user gave: a pipelined run is called with the whole batch, not one micro-batch.
         report["latency"] = measure_latency(model, fast, full_inputs, dev)
-        slower = slower_than_eager(report)
-        if slower:
-            report["warnings"].append(slower)
-            log.warning("accelc: %s", slower)
+        for slower in (slower_than_eager(report), slower_than_options(report)):
+            if slower:
+                report["warnings"].append(slower)
+                log.warning("accelc: %s", slower)
     return fast
 
 
@@ -202,6 +202,23 @@ def slower_than_eager(report: dict) -> str | None:
     else:
         hint = "eager is the faster choice for this model on this machine"
     return f"the saved result measured slower than eager ({speedup:.2f}x eager's speed): {hint}"
+
+
+def slower_than_options(report: dict) -> str | None:
+    """The warning for a saved result that measured slower than a backend ``auto`` timed and
+    did not keep (separate measurements: past the noise margin only)."""
+    from .timing import SLOWER_MARGIN
+
+    accelc_ms = ((report.get("latency") or {}).get("accelc") or {}).get("median_ms")
+    choice = dict(report.get("backend_choice") or {})
+    chosen = choice.pop("chosen", None)
+    faster = {name: ms for name, ms in choice.items()
+              if name != chosen and accelc_ms and accelc_ms > ms * SLOWER_MARGIN}
+    if not faster:
+        return None
+    name, ms = min(faster.items(), key=lambda item: item[1])
+    return (f"the saved result measured {accelc_ms:.3g} ms, slower than {name} ({ms:.3g} ms) when auto timed both; "
+            f"the machine may be noisy: time again with `accelc run`, or pass --backend {name}")
 
 
 def explain(model: torch.nn.Module, inputs, **options) -> dict:

@@ -27,6 +27,8 @@ import html
 import json
 from collections import Counter
 
+from .timing import SLOWER_MARGIN
+
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1150px;color:#222}
 h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:2px}
@@ -48,9 +50,7 @@ details{margin:.4em 0}summary{cursor:pointer}
 _STATUS_CLASS = {"fired": "fired", "no change": "nochange", "rolled back": "rolled", "failed": "failed"}
 _STAGE_TITLES = {"graph": "Graph stage", "lowering": "Lowering stage (PyTorch runtime)",
                  "onnx": "ONNX stage (ONNX Runtime)"}
-# A saved result is flagged as slower than another backend ``auto`` timed only past this margin:
-# the two are separate measurements, and a few percent between them is timing noise.
-_SLOWER_MARGIN = 1.05
+_SLOWER_MARGIN = SLOWER_MARGIN  # the margin accelc.api warns at: the chart and the warning agree
 _MAX_REFUSAL_ROWS = 500
 
 
@@ -232,8 +232,8 @@ def _banner_lines(report: dict) -> list[str]:
     warnings = [str(w) for w in report.get("warnings") or ()]
     lines.extend(_e(w) for w in warnings)
     slower = _slower_than(report)
-    already_said = any("slower than eager" in w for w in warnings)
-    if slower and not (already_said and [name for name, _ in slower] == ["eager"]):
+    already_said = any("measured slower than" in w or ", slower than " in w for w in warnings)
+    if slower and not already_said:
         lines.append("<b>The saved result measured slower than</b> "
                      + _e(", ".join(f"{name} ({_fmt_ms(ms)})" for name, ms in slower))
                      + " (see the latency chart)")

@@ -240,3 +240,15 @@ def test_a_library_that_sets_up_logging_while_the_model_file_loads_is_captured(c
     assert code == 0, stderr
     assert "a late library line nobody asked for" in (out / "accelc.log").read_text()
     assert "nobody asked for" not in stdout + stderr
+
+
+def test_a_saved_result_slower_than_an_option_auto_timed_is_a_warning():
+    from accelc.api import slower_than_options
+
+    report = {"latency": {"accelc": {"median_ms": 2.0}}, "backend_choice": {"torch": 1.0, "onnxruntime": 1.9,
+                                                                             "chosen": "onnxruntime"}}
+    warning = slower_than_options(report)
+    assert "slower than torch (1 ms)" in warning and "--backend torch" in warning
+    report["backend_choice"]["torch"] = 1.95  # within timing noise of the saved result: not a warning
+    assert slower_than_options(report) is None
+    assert slower_than_options({"latency": {"accelc": {"median_ms": 2.0}}}) is None  # auto timed nothing
