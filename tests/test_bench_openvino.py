@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,23 +13,12 @@ from accelc import api
 from accelc.bench import DEFAULT_SYSTEMS, BenchContext, expand_systems, run_bench
 from accelc.bench import systems as bench_systems
 from accelc.bench.openvino import INSTALL_HINT
+from test_bench import FAST, load_sample
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "samples"
-FAST = dict(seconds=0.2, warmup=1, min_iterations=2, max_iterations=20)
 SYSTEMS = ["eager", "openvino-f32", "openvino", "compile-bf16"]
 
 needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
                                     reason=f"openvino is not installed ({INSTALL_HINT})")
-
-
-def load_sample(name: str):
-    if str(SAMPLES) not in sys.path:
-        sys.path.insert(0, str(SAMPLES))
-    spec = importlib.util.spec_from_file_location(f"bench_ov_test_{name}", SAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_model(small=True), tuple(module.get_inputs(small=True))
 
 
 def _check_peers(result) -> None:
