@@ -37,7 +37,7 @@ from .verify import Verifier, compare_outputs, run_detached, tolerance_for_preci
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -108,13 +108,15 @@ def accelerate(
     if precision == "int8" and (backend == "torch" or dev.type != "cpu" or stages or devices or branches):
         raise UserInputError("--precision int8 is ONNX Runtime's dynamic quantisation on the CPU: use it with "
                              "--backend onnxruntime (or auto) on --device cpu, without --stages/--devices/--branches")
+    if backend == "openvino":
+        _check_openvino_request(dev, precision, bool(stages or devices or branches))
     registry = Registry.discover()
     pipeline = build_pipeline(registry, dev.type, passes, disable)
     # Every pass a stage will run is loaded now, before any capture: a bad name or a broken plugin
     # is the user's error at once, not after minutes of work.
     stage_pass = {GRAPH: stage_passes(registry, pipeline, GRAPH), LOWERING: stage_passes(registry, pipeline, LOWERING),
-                  ONNX: stage_passes(registry, pipeline, ONNX) if backend != "torch" and not (stages or devices or branches)
-                  else []}
+                  ONNX: stage_passes(registry, pipeline, ONNX) if backend in ("auto", "onnxruntime")
+                  and not (stages or devices or branches) else []}
     inputs = to_device(normalize_inputs(inputs), dev)
     if microbatches > 1:
         microbatch_inputs(inputs, microbatches)  # validates the split before any work
@@ -176,7 +178,8 @@ def accelerate(
         runner = partitioned_runtime(model, gm, full_inputs, stages, devices, microbatches, profile, checker, report,
                                      progress)
     else:
-        runner = select_runtime(gm, inputs, backend, dev, ctx, stage_pass, signature, checker, report, progress)
+        runner = select_runtime(gm, inputs, backend, dev, ctx, stage_pass, signature, checker, report, progress,
+                                fp32_gm=optimised.fp32_gm)
     report["refusals"] = [asdict(r) for r in ctx.refusals]
     fast = AcceleratedModule(runner, report, gm, inputs, signature, outputs, eager=model)
     if measure:
@@ -188,6 +191,18 @@ def accelerate(
                 report["warnings"].append(slower)
                 log.warning("accelc: %s", slower)
     return fast
+
+
+def _check_openvino_request(device, precision: str, split: bool) -> None:
+    """``backend="openvino"`` is the user's error, before any work, where it cannot run."""
+    if device.type != "cpu" or precision not in ("fp32", "bf16") or split:
+        raise UserInputError("--backend openvino runs one graph on the CPU at fp32 or bf16: use it with --device cpu, "
+                             "--precision fp32 or bf16, and without --stages/--devices/--branches")
+    from .onnx.to_openvino import openvino_available
+
+    why = openvino_available()
+    if why:
+        raise UserInputError(f"--backend openvino: {why}")
 
 
 def slower_than_eager(report: dict) -> str | None:
@@ -234,13 +249,21 @@ def _dry_run(model, gm, inputs, backend: str, device, ctx: PassContext, pipeline
     report["runtime_lowering"] = [r.as_dict() for r in records]
     report["refusals"] = [asdict(r) for r in ctx.refusals]
     dry = {}
-    if backend != "torch":
+    if backend in ("auto", "onnxruntime"):
         dry["onnx_stage"] = pipeline.names(ONNX)
         dry["onnx_why"] = ("which of these fire needs the ONNX export (tens of seconds for a large model); "
                            "`accelc optimize --backend onnxruntime` runs them and the report lists each")
+    if backend == "openvino":
+        dry["openvino"] = ("OpenVINO would convert the graph stage's fp32 output (its ONNX export) and compile it "
+                           f"for its CPU plugin at {report['precision']}, then check it against eager")
     if backend == "auto":
-        dry["auto"] = ("auto would build the PyTorch runtime and ONNX Runtime, check both against eager "
-                       "on every input set, and keep the faster in a 1 s interleaved timing")
+        from .onnx.to_openvino import openvino_available
+
+        with_openvino = device.type == "cpu" and report["precision"] in ("fp32", "bf16") and not openvino_available()
+        runtimes = "the PyTorch runtime, ONNX Runtime and OpenVINO" if with_openvino else \
+            "the PyTorch runtime and ONNX Runtime"
+        dry["auto"] = (f"auto would build {runtimes}, check each against eager on every input set, and keep the "
+                       "fastest in an interleaved timing")
     report["dry_run"] = dry
     return AcceleratedModule(model, report, eager=model)
 
@@ -392,8 +415,10 @@ class Optimised:
     records: list | None  # pass records; None when the capture itself disagreed with eager
     final: dict | None  # the final check against eager
     failure: str | None  # why the graph cannot be used, or None
+    fp32_gm: torch.fx.GraphModule | None = None  # the graph before precision lowering (gm itself at fp32)
 
 
+PRECISION_PASS = "lower_precision"  # the graph stage's pass that lowers precision (accelc.stages)
 PER_PASS_SETS = 4  # the example, one random variant, and accelc.shapes' two cheap probes
 
 
@@ -412,7 +437,16 @@ def optimise_captured(gm, reference: "Verifier", pass_list, ctx: PassContext, ve
         return Optimised(None, None, None, f"the captured graph disagrees with eager ({comparison.message})")
     per_pass = per_pass.take(list(range(len(per_pass.inputs))), captured_outputs).with_tolerance(
         tolerance_for_precision(ctx.precision))
-    gm, records = PassManager(pass_list, verify=verify, on_progress=progress).run(gm, ctx, per_pass)
+    # The graph as it is before precision lowering is kept: OpenVINO lowers precision itself,
+    # from the fp32 graph. The passes after lower_precision clean up its casts.
+    names = [p.name for p in pass_list]
+    split = names.index(PRECISION_PASS) if ctx.precision != "fp32" and PRECISION_PASS in names else len(names)
+    manager = PassManager(pass_list[:split], verify=verify, on_progress=progress)
+    gm, records = manager.run(gm, ctx, per_pass)
+    fp32_gm = gm
+    if split < len(names):
+        gm, tail = PassManager(pass_list[split:], verify=verify, on_progress=progress).run(gm, ctx, per_pass)
+        records += tail
     progress("checking the optimised graph against eager")
     final_check = reference.with_tolerance(tolerance_for_precision(ctx.precision))
     comparison, _ = final_check.check(gm)
@@ -421,7 +455,7 @@ def optimise_captured(gm, reference: "Verifier", pass_list, ctx: PassContext, ve
     final["tolerance"] = "dtype-aware: fp32 rtol 1e-3 atol 1e-4·max(1,|ref|); see accelc.verify"
     if not final["ok"]:
         return Optimised(gm, records, final, f"optimised graph disagrees with eager ({final['message']})")
-    return Optimised(gm, records, final, None)
+    return Optimised(gm, records, final, None, fp32_gm)
 
 
 def _per_pass_indices(reference: "Verifier") -> list[int]:
@@ -434,12 +468,16 @@ def _per_pass_indices(reference: "Verifier") -> list[int]:
 
 
 def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pass: dict, signature: Signature,
-                   checker: "Verifier", report: dict, progress):
-    """The runtime for the optimised graph: PyTorch, ONNX Runtime, or (``auto``) whichever measures faster.
+                   checker: "Verifier", report: dict, progress, fp32_gm=None):
+    """The runtime for the optimised graph: PyTorch, ONNX Runtime, OpenVINO, or (``auto``) whichever
+    measures fastest.
 
-    The PyTorch runtime runs the lowering stage's output; ONNX Runtime the export after the
-    ONNX stage. ONNX Runtime must match eager on every verification input set to be used at all;
-    when it cannot be built or disagrees, the PyTorch runtime is used and the report says why.
+    The PyTorch runtime runs the lowering stage's output; ONNX Runtime the export after the onnx
+    stage; OpenVINO the export of the graph stage's fp32 output (``fp32_gm``: at bf16 OpenVINO
+    lowers precision itself). Each must match eager on every verification input set to be used
+    at all. When the backend asked for cannot be built or disagrees, the PyTorch runtime is used
+    and ``report["backend_fallback"]`` says why; a candidate of ``auto`` that cannot is left out
+    and ``report["auto_left_out"]`` says why.
     """
     lowered, records = lower(gm, device, inputs, stage_pass[LOWERING], signature, progress, ctx.refusals)
     report["runtime_lowering"] = [r.as_dict() for r in records]
@@ -447,42 +485,130 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     report["backend"] = "torch"
     if backend == "torch":
         return torch_runtime
-    progress("exporting to ONNX and building an ONNX Runtime session")
     precision = report["precision"]
-    onnx_ctx = PassContext(device=device, precision=precision, example_inputs=inputs, refusals=ctx.refusals)
+    fp32_gm = gm if fp32_gm is None else fp32_gm
+    candidates = [backend] if backend != "auto" else ["onnxruntime"] + (["openvino"] if _openvino_candidate(
+        device, precision, report) else [])
+    shared = None
+    if {"onnxruntime", "openvino"} <= set(candidates) and fp32_gm is gm:
+        progress("exporting to ONNX")
+        shared = _shared_export(gm, inputs, signature)
+    built = {"torch": torch_runtime}
+    if "onnxruntime" in candidates:
+        ort_runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, report, progress, shared)
+        if ort_runtime is None and backend == "onnxruntime":
+            return torch_runtime
+        if ort_runtime is not None:
+            built["onnxruntime"] = ort_runtime
+    if "openvino" in candidates:
+        ov_runtime, why = _openvino(fp32_gm, inputs, precision, signature, checker, report, progress,
+                                    shared if fp32_gm is gm else None)
+        if ov_runtime is None and backend == "openvino":
+            report["backend_fallback"] = f"{why}; using the PyTorch runtime"
+            return torch_runtime
+        if ov_runtime is None:
+            report.setdefault("auto_left_out", {})["openvino"] = why
+        else:
+            built["openvino"] = ov_runtime
+    del shared  # the runtimes hold what they need of it
+    if backend != "auto":
+        chosen = backend
+    elif precision == "int8" or len(built) == 1:  # PyTorch has no int8 form to compare with
+        chosen = "onnxruntime" if "onnxruntime" in built else "torch"
+    else:
+        from .timing import compare_latency
+        from .verify import verification_inputs
+
+        progress("timing " + " vs ".join(_RUNTIME_WORDS[name] for name in built))
+        timings = compare_latency(built, verification_inputs(inputs, count=1, seed=5), seconds=0.5 * len(built),
+                                  device=device)
+        chosen = min(timings, key=lambda name: timings[name].median_ms)
+        report["backend_choice"] = {name: round(t.median_ms, 3) for name, t in timings.items()} | {"chosen": chosen}
+    if chosen == "onnxruntime":
+        # A partial export runs ONNX Runtime pieces inside a torch graph; it is saved as model.pt2 alone.
+        report["backend"] = "onnxruntime (partial)" if report["onnx"].get("partial") else "onnxruntime"
+    else:
+        report["backend"] = chosen
+    return built[chosen]
+
+
+_RUNTIME_WORDS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+def _onnxruntime(gm, inputs, device, ctx: PassContext, stage_pass: dict, signature: Signature, checker: "Verifier",
+                 report: dict, progress, exported):
+    """ONNX Runtime on the export after the onnx stage, checked against eager; None (and
+    ``report["backend_fallback"]`` says why) when it cannot be built or disagrees."""
+    progress("exporting to ONNX and building an ONNX Runtime session")
+    onnx_ctx = PassContext(device=device, precision=report["precision"], example_inputs=inputs, refusals=ctx.refusals)
     try:
         from .onnx.build import build_onnx_runtime
 
         ort_runtime, section = build_onnx_runtime(gm, inputs, device, onnx_ctx, stage_pass[ONNX],
                                                   dynamic_shapes=signature.dynamic_shapes(),
                                                   cases=_cases(checker.take(_per_pass_indices(checker))),
-                                                  on_progress=progress)
+                                                  on_progress=progress, exported=exported)
         report["onnx"] = section
         comparison, _ = checker.check(ort_runtime)
     except Exception as exc:  # export or session failure: keep the PyTorch runtime, say why
         log.debug("ONNX Runtime backend failed", exc_info=True)
         report["backend_fallback"] = f"ONNX Runtime unavailable ({first_line(exc)}); using the PyTorch runtime"
-        return torch_runtime
+        return None
     if not comparison.ok:
         report["backend_fallback"] = f"ONNX Runtime disagrees with eager ({comparison.message}); using the PyTorch runtime"
-        return torch_runtime
+        return None
     report["onnx"]["verification"] = comparison.as_dict()
-    if hasattr(ort_runtime, "release_dynamic_session"):
-        ort_runtime.release_dynamic_session()  # the checks at other sizes opened it; a call that needs it reopens it
-    if backend == "auto" and precision != "int8":  # PyTorch has no int8 form to compare with
-        from .timing import compare_latency
-        from .verify import verification_inputs
-
-        progress("timing PyTorch vs ONNX Runtime")
-        timings = compare_latency({"torch": torch_runtime, "onnxruntime": ort_runtime},
-                                  verification_inputs(inputs, count=1, seed=5), seconds=1.0, device=device)
-        chosen = min(timings, key=lambda name: timings[name].median_ms)
-        report["backend_choice"] = {name: round(t.median_ms, 3) for name, t in timings.items()} | {"chosen": chosen}
-        if chosen == "torch":
-            return torch_runtime
-    # A partial export runs ONNX Runtime pieces inside a torch graph; it is saved as model.pt2 alone.
-    report["backend"] = "onnxruntime (partial)" if section.get("partial") else "onnxruntime"
+    ort_runtime.release_dynamic_session()  # the checks at other sizes opened it; a call that needs it reopens it
     return ort_runtime
+
+
+def _openvino(fp32_gm, inputs, precision: str, signature: Signature, checker: "Verifier", report: dict, progress,
+              exported):
+    """OpenVINO on the fp32 graph's export at ``precision``, checked against eager; returns
+    (runtime, None), or (None, why) when it cannot be built or disagrees."""
+    progress("converting to OpenVINO and compiling for its CPU plugin")
+    try:
+        from .onnx.to_openvino import build_openvino_runtime
+
+        runtime, section = build_openvino_runtime(fp32_gm, inputs, precision, dynamic_shapes=signature.dynamic_shapes(),
+                                                  exported=exported,
+                                                  reference=pytree.tree_leaves(checker.reference_outputs[0]))
+        report["openvino"] = section
+        progress("checking OpenVINO against eager")
+        comparison, _ = checker.check(runtime)
+    except Exception as exc:
+        log.debug("OpenVINO backend failed", exc_info=True)
+        report.setdefault("openvino", {})["failure"] = first_line(exc)
+        return None, f"OpenVINO unavailable ({first_line(exc)})"
+    report["openvino"]["verification"] = comparison.as_dict()
+    if not comparison.ok:
+        return None, f"OpenVINO disagrees with eager ({comparison.message})"
+    return runtime, None
+
+
+def _openvino_candidate(device, precision: str, report: dict) -> bool:
+    """Whether ``auto`` also builds OpenVINO: on the CPU, at fp32 or bf16, when it is installed
+    (an optional extra; without it ``report["auto_left_out"]`` says how to get it)."""
+    if device.type != "cpu" or precision not in ("fp32", "bf16"):
+        return False
+    from .onnx.to_openvino import openvino_available
+
+    why = openvino_available()
+    if why:
+        report.setdefault("auto_left_out", {})["openvino"] = why
+    return why is None
+
+
+def _shared_export(gm, inputs, signature: Signature):
+    """The one ONNX export ONNX Runtime and OpenVINO both start from; None when it needs a partial
+    export or fails (each builder then exports, or fails, on its own and says why)."""
+    from .onnx.build import export_for_runtimes
+
+    try:
+        return export_for_runtimes(gm, inputs, signature.dynamic_shapes())
+    except Exception:
+        log.debug("shared ONNX export failed", exc_info=True)
+        return None
 
 
 def _cases(verifier: "Verifier") -> list[tuple[tuple, list]]:

@@ -41,10 +41,17 @@ def fingerprint(device: str) -> dict:
         ort_version = onnxruntime.__version__
     except Exception:  # onnxruntime missing or broken: the fingerprint says so instead of failing
         ort_version = None
+    try:
+        from importlib.metadata import version
+
+        openvino_version = version("openvino")
+    except Exception:  # not installed: an optional backend
+        openvino_version = None
     return {
         "accelc": __version__,
         "torch": torch.__version__,
         "onnxruntime": ort_version,
+        "openvino": openvino_version,
         "python": platform.python_version(),
         "device": device,
         "cuda_device": torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else None,
@@ -230,6 +237,10 @@ def read_artifact(path: str, device: str | None = None) -> dict:
         from .runtime.onnxruntime import load_onnx_runtime
 
         runner = load_onnx_runtime(path, dev)
+    elif report.get("backend") == "openvino" and os.path.isfile(os.path.join(path, "model.xml")):
+        from .runtime.openvino import load_openvino_runtime
+
+        runner = load_openvino_runtime(path, dev)
     else:
         registry = Registry.discover()
         same_device = torch.device(report.get("device", "cpu")).type == dev.type

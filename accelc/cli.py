@@ -64,8 +64,9 @@ def _add_example_sizes(p: argparse.ArgumentParser) -> None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     _add_example_sizes(p)
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
-                   help="auto picks whichever of PyTorch and ONNX Runtime measures faster (default: auto)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino"],
+                   help="auto picks whichever of PyTorch, ONNX Runtime and OpenVINO (when installed, on the CPU) "
+                        "measures fastest (default: auto)")
     p.add_argument("--static", action="store_true", help="pin every input size to the example's (no dynamic sizes)")
     p.add_argument("--dynamic", default=None, metavar="SPEC",
                    help="which sizes may vary, e.g. batch=1..64,seq=1..512,height=static (default: inferred: batch, "
@@ -259,6 +260,8 @@ def explain_lines(report: dict) -> list[str]:
     if dry.get("onnx_stage"):
         lines.append(f"onnx stage (not run): {', '.join(dry['onnx_stage'])}")
         lines.append(f"  {dry['onnx_why']}")
+    if dry.get("openvino"):
+        lines.append(f"backend: {dry['openvino']}")
     if dry.get("auto"):
         lines.append(f"backend: {dry['auto']}")
     lines += [f"warning: {w}" for w in report.get("warnings", [])]
@@ -298,7 +301,9 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
     rows.append(("nodes", f"{nodes.get('before')} -> {nodes.get('after')}"))
     ver = report.get("verification") or {}
     runtime_check = (report.get("onnx") or {}).get("verification")
-    if runtime_check and (report.get("backend") or "").startswith("onnxruntime"):
+    if (report.get("backend") or "") == "openvino":
+        runtime_check = (report.get("openvino") or {}).get("verification")
+    if runtime_check and (report.get("backend") or "").startswith(("onnxruntime", "openvino")):
         ver = dict(runtime_check, inputs_checked=ver.get("inputs_checked"))  # the error of what runs (int8: its own)
     if ver:
         rows.append(("max error", f"{ver.get('max_abs_error', 0):.3g} abs ({'ok' if ver.get('ok') else 'FAILED'}, {ver.get('inputs_checked')} inputs)"))
@@ -311,6 +316,8 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
     if choice:
         rows.append(("auto timed", ", ".join(f"{name} {ms:.2f} ms" + (" (kept)" if name == chosen else "")
                                              for name, ms in sorted(choice.items(), key=lambda item: item[1]))))
+    for name, why in (report.get("auto_left_out") or {}).items():
+        rows.append(("auto left out", f"{name}: {why}"))
     if report.get("fallback"):
         rows.append(("fallback", report["fallback"]))
     for warning in report.get("warnings") or ():
@@ -328,6 +335,8 @@ def running_stages(report: dict) -> dict[str, list[dict]]:
         stages["onnx"] = onnx.get("onnx_passes") or []
     elif backend.startswith("onnxruntime"):  # a partial export: each region has its own onnx stage
         stages["onnx"] = [r for part in (onnx.get("onnx_parts") or {}).values() for r in part.get("onnx_passes", [])]
+    elif backend == "openvino":
+        pass  # OpenVINO runs the graph stage's output (before precision lowering at bf16), converted to its IR
     elif report.get("runtime_lowering") is not None and not report.get("partition") and not report.get("branches"):
         stages["lowering"] = report.get("runtime_lowering") or []
     return stages

@@ -16,7 +16,8 @@
    bars labelled in ms, the kept backend marked, a saved result slower than an option flagged.
 7. **Precision candidates**, when ``report["precision_candidates"]`` lists several: latency and
    error of each, the kept one marked.
-8. **ONNX Runtime**: export, providers, nodes, probes, regions, as key/value tables.
+8. **ONNX Runtime**: export, providers, nodes, probes, regions, as key/value tables; then
+   **OpenVINO** (route, settings, the precision it runs at) when it was built.
 9. **Partition plan** and **pipeline timeline** (drawn by :mod:`accelc.partition.render`).
 10. **Fingerprint**: versions and machine, as a key/value table.
 """
@@ -144,13 +145,16 @@ def _list_html(items: list, depth: int = 0) -> str:
 # -- what runs -------------------------------------------------------------------------------
 
 def _runs(report: dict) -> str:
-    """Whose output runs: "eager", "onnx", "lowering" or "graph" (partitioned, branch-parallel)."""
+    """Whose output runs: "eager", "onnx", "openvino", "lowering" or "graph" (partitioned,
+    branch-parallel)."""
     backend = str(report.get("backend") or "")
     executor = report.get("partition") or report.get("branches")
     if report.get("fallback") or (report.get("backend_fallback") and executor):
         return "eager"
     if backend.startswith("onnxruntime"):
         return "onnx"
+    if backend == "openvino":
+        return "openvino"
     if executor or report.get("runtime_lowering") is None:
         return "graph"
     return "lowering"
@@ -163,6 +167,10 @@ def _runner_words(report: dict) -> str:
         return f"eager PyTorch (the model itself; {backend} was not used)"
     if runs == "onnx":
         return f"{backend}: ONNX Runtime runs the onnx stage's output"
+    if runs == "openvino":
+        settings = (report.get("openvino") or {}).get("settings") or {}
+        at = f" at {settings['inference_precision']}" if settings.get("inference_precision") else ""
+        return f"openvino: OpenVINO's CPU plugin runs the graph stage's output{at}, converted from its ONNX export"
     if runs == "graph":
         how = "partitioned into stages" if report.get("partition") else (
             "branch-parallel" if report.get("branches") else "as optimised")
@@ -184,8 +192,9 @@ def _stage_role(report: dict, stage: str, built: bool) -> str:
         return "<b>runs</b>: this stage's output is the model that is saved and run"
     if stage == "onnx" and report.get("backend_fallback"):
         return f"<b>built, not used</b>: {_e(_one_line(report['backend_fallback']))}"
-    other = "ONNX Runtime runs the onnx stage's output" if runs == "onnx" else (
-        "the PyTorch runtime runs the lowering stage's output" if runs == "lowering" else "it is not what runs")
+    other = {"onnx": "ONNX Runtime runs the onnx stage's output",
+             "lowering": "the PyTorch runtime runs the lowering stage's output",
+             "openvino": "OpenVINO runs the graph stage's output"}.get(runs, "it is not what runs")
     return f"<b>built for comparison only</b>: {other}"
 
 
@@ -199,6 +208,8 @@ def _not_built_why(report: dict, stage: str) -> str:
     fallback = report.get("backend_fallback") or ""
     if stage == "onnx" and "ONNX" in fallback:
         return _one_line(fallback)
+    if stage == "onnx" and report.get("backend") == "openvino":
+        return "OpenVINO was asked for: it converts the plain export, without ONNX Runtime's passes"
     if stage == "onnx":
         return "the PyTorch runtime was asked for, so nothing was exported"
     return "nothing was lowered for the PyTorch runtime"
@@ -424,6 +435,10 @@ def _verification_section(report: dict) -> str:
     elif onnx and report.get("backend_fallback"):
         parts.append(f"<p><b>ONNX Runtime vs eager:</b> <b class='bad'>not used</b>: "
                      f"{_e(_one_line(report['backend_fallback']))}</p>")
+    openvino = report.get("openvino") or {}
+    if openvino.get("verification"):
+        role = "the runtime that runs" if _runs(report) == "openvino" else "built for comparison"
+        parts.append(_check_words(openvino["verification"], f"OpenVINO vs eager ({role})"))
     if not parts:
         return ""
     return "<h2>Verification</h2>" + "".join(parts)
@@ -567,6 +582,16 @@ def _onnx_section(report: dict) -> str:
     return "".join(parts)
 
 
+def _openvino_section(report: dict) -> str:
+    openvino = report.get("openvino")
+    if not openvino:
+        return ""
+    why = (report.get("auto_left_out") or {}).get("openvino")
+    left_out = f"<p class='bad'><b>Left out of auto:</b> {_e(_one_line(why))}</p>" if why else ""
+    return ("<h2>OpenVINO</h2>" + left_out + "<p>The route from the graph to OpenVINO's CPU plugin, the settings it "
+            "was compiled with and the precision it runs at.</p>" + _kv_table(openvino))
+
+
 def _extra_sections(report: dict) -> list[str]:
     """Sections owned by other subsystems (partition plan, pipeline timeline)."""
     out = []
@@ -616,6 +641,7 @@ def render_html(report: dict) -> str:
         _latency_section(report),
         _precision_section(report),
         _onnx_section(report),
+        _openvino_section(report),
         *_extra_sections(report),
         _fingerprint_section(report),
         "</body></html>",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import json
 import re
@@ -389,16 +390,20 @@ def test_optimize_no_bench(models, built, tmp_path, monkeypatch):
     assert not any(line.startswith("latency") for line in untimed.out.splitlines())
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "auto"])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino", "auto"])
 def test_optimize_backend(backend, built):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
     result = built("mlp", "--backend", backend, "--no-bench")
     report, files = result.report, {p.name for p in result.folder.iterdir()}
-    if backend == "auto":  # both built and timed, the faster kept
+    if backend == "auto":  # every runtime built and timed (OpenVINO where installed), the fastest kept
         choice = report["backend_choice"]
         assert {"torch", "onnxruntime"} <= set(choice) and report["backend"] == choice["chosen"]
+        assert ("openvino" in choice) == (importlib.util.find_spec("openvino") is not None)
     else:
         assert report["backend"] == backend and "backend_choice" not in report
     assert ("model.onnx" in files) == (report["backend"] == "onnxruntime")
+    assert ({"model.xml", "model.bin", "openvino_runtime.json"} <= files) == (report["backend"] == "openvino")
 
 
 def test_optimize_static(built):
@@ -553,7 +558,7 @@ def _explain(models, *flags, model="mlp") -> list[str]:
 
 
 @pytest.mark.parametrize("backend, onnx_listed, auto_line", [
-    ("torch", False, False), ("onnxruntime", True, False), ("auto", True, True),
+    ("torch", False, False), ("onnxruntime", True, False), ("openvino", False, False), ("auto", True, True),
 ])
 def test_explain_backend(backend, onnx_listed, auto_line, models):
     lines = _explain(models, "--backend", backend)

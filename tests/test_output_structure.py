@@ -26,10 +26,12 @@ def distilbert():
     return model, (torch.randint(0, 100, (1, 8)),)
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
 def test_model_output_round_trip_without_transformers(distilbert, backend, tmp_path):
     from transformers.modeling_outputs import BaseModelOutput
 
+    if backend == "openvino":
+        pytest.importorskip("openvino")
     model, inputs = distilbert
     fast = accelc.accelerate(model, inputs, backend=backend)
     assert fast.report["backend"] == backend

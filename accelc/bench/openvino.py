@@ -1,7 +1,8 @@
 """OpenVINO plumbing for the bench's OpenVINO systems: converting the PyTorch module with
 ``openvino.convert_model``, compiling it for the CPU plugin with torch's thread count, one stream
 and the latency hint (:func:`compile_for_cpu`), :class:`OpenVinoRunner` that feeds it torch
-tensors, and :func:`openvino_reason`, which turns OpenVINO's long exceptions into a row's one line.
+tensors. The settings are the OpenVINO backend's (:mod:`accelc.runtime.openvino`), bar the
+precision hint, which the ``openvino`` row leaves to OpenVINO.
 
 OpenVINO is optional (``pip install openvino`` or ``accelc[openvino]``): every import of it is
 inside a function, and a missing one raises ``ImportError`` for the bench to report the system
@@ -12,27 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import warnings
 
 import torch
 
-INSTALL_HINT = "pip install openvino (or accelc[openvino])"
-
-# OpenVINO's element type names (ov.Type.get_type_name()) as the bench's precision names.
-_PRECISIONS = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
-
-
-_core = None  # one ov.Core for the process: it keeps the CPU plugin loaded between systems
-
-
-def _shared_core():
-    global _core
-    if _core is None:
-        import openvino as ov
-
-        _core = ov.Core()
-    return _core
+from ..runtime.openvino import INSTALL_HINT, compile_config, inference_precision_of, openvino_reason, shared_core
 
 
 class OpenVinoError(RuntimeError):
@@ -49,26 +34,10 @@ def import_reason(exc: ImportError) -> str:
     return f"openvino is installed but does not import ({exc}); {INSTALL_HINT}"
 
 
-def openvino_reason(exc: BaseException) -> str:
-    """The useful line of an OpenVINO exception, without its C++ source locations."""
-    text = str(exc)
-    unconverted = re.search(r"No conversion rule found for operations:\s*([^\n]+)", text)
-    if unconverted:
-        return f"no conversion rule for {unconverted.group(1).strip()}"
-    failed = re.search(r"Conversion is failed for:\s*([^\n]+)", text)
-    if failed:
-        return f"conversion failed for {failed.group(1).strip()}"
-    for line in text.splitlines():
-        line = re.sub(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)\s*", "", line.strip())
-        if line and not line.startswith("FrontEnd API failed with"):
-            return line
-    return type(exc).__name__
-
-
 def load_plugins() -> None:
     """Load the CPU plugin now (OpenVINO loads it at first use, about 9 MB), so the first OpenVINO
     system's memory growth does not include it."""
-    _shared_core().get_property("CPU", "FULL_DEVICE_NAME")
+    shared_core().get_property("CPU", "FULL_DEVICE_NAME")
 
 
 def convert(model: torch.nn.Module, inputs: tuple):
@@ -91,23 +60,12 @@ def compile_for_cpu(ov_model, threads: int, f32: bool):
     ``f32`` the inference precision hint pinned to f32 (otherwise OpenVINO picks: bf16 on CPUs
     with AVX512_BF16 or AMX, f32 elsewhere). Returns (compiled model, the precision it runs at,
     as ``fp32``/``fp16``/``bf16``)."""
-    import openvino as ov
-    import openvino.properties as props
-    import openvino.properties.hint as hints
-
-    config = {
-        hints.performance_mode: hints.PerformanceMode.LATENCY,
-        props.inference_num_threads: int(threads),
-        props.num_streams: 1,
-    }
-    if f32:
-        config[hints.inference_precision] = ov.Type.f32
+    config = compile_config("fp32" if f32 else None, threads)
     try:
-        compiled = _shared_core().compile_model(ov_model, "CPU", config)
-        chosen = compiled.get_property(hints.inference_precision).get_type_name()
+        compiled = shared_core().compile_model(ov_model, "CPU", config)
+        return compiled, inference_precision_of(compiled)
     except Exception as exc:
         raise OpenVinoError(f"compile_model: {openvino_reason(exc)}") from exc
-    return compiled, _PRECISIONS.get(chosen, chosen)
 
 
 class OpenVinoRunner:

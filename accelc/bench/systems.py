@@ -28,12 +28,13 @@ SYSTEM_GROUPS: dict[str, tuple[str, ...]] = {
     # OpenVINO's CPU plugin with the precision pinned to f32, and at the precision it picks itself
     # (bf16 on CPUs with AVX512_BF16 or AMX). Optional: without openvino both rows say how to get it.
     "openvino": ("openvino-f32", "openvino"),
-    "accelc": ("accelc-torch", "accelc-onnxruntime"),
+    # accelc on each backend it has (OpenVINO: optional, like the peer rows).
+    "accelc": ("accelc-torch", "accelc-onnxruntime", "accelc-openvino"),
     # The same builds with every size pinned to the example's (dynamic=False): what dynamic shapes cost.
     "accelc-static": ("accelc-torch-static", "accelc-onnxruntime-static"),
 }
 DEFAULT_SYSTEMS: tuple[str, ...] = tuple(g for g in SYSTEM_GROUPS if g != "accelc-static")  # that one on request
-ACCELC_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
+ACCELC_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 
 # model_type values from transformers configs that onnxruntime.transformers optimises under
 # another name (same attention and layer-norm layout).
@@ -167,6 +168,13 @@ def _build_openvino(ctx: BenchContext, f32: bool) -> Built:
 
 def _build_accelc(ctx: BenchContext, backend: str, dynamic: bool | None = None) -> Built:
     from ..api import accelerate
+
+    if backend == "openvino":
+        from ..onnx.to_openvino import openvino_available
+
+        why = openvino_available()
+        if why:
+            raise SystemUnavailable(why)
 
     try:
         fast = accelerate(ctx.model, ctx.fp32_inputs[0], backend=backend, device=ctx.device, precision=ctx.precision,

@@ -29,14 +29,14 @@ from torch.utils import _pytree as pytree
 
 from ..pass_base import Pass, PassContext
 from ..runtime.onnxruntime import MODEL_FILE, OrtRuntime
-from .export import export_graph, save_model, torchscript_input_names
+from .export import OnnxExport, export_graph, save_model, torchscript_input_names
 from .optimize import optimize_onnx
 from .partial import build_partial, unexportable_nodes
 
 
 def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, ctx: PassContext, passes: list[Pass], *,
                        dynamic_shapes=None, cases: list[tuple[tuple, list[torch.Tensor]]] | None = None,
-                       on_progress=None) -> tuple[torch.nn.Module, dict]:
+                       on_progress=None, exported: OnnxExport | None = None) -> tuple[torch.nn.Module, dict]:
     """Export ``gm``, run the onnx stage's ``passes`` (each verified in ORT), open a session;
     return the runtime and its report section.
 
@@ -53,12 +53,15 @@ def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, 
     is checked on what it receives at every case's inputs, against PyTorch's answers for that
     region there. Either module owns the build's temporary folder; ``module.close()`` removes
     it now.
+
+    ``exported`` is ``gm``'s export when the caller already has it (:func:`export_for_runtimes`,
+    shared with the OpenVINO runtime); the onnx stage never changes it.
     """
     start = time.perf_counter()
     device = torch.device(device)
     workdir = tempfile.mkdtemp(prefix="accelc-onnx-")
     try:
-        unsupported = unexportable_nodes(gm)
+        unsupported = [] if exported is not None else unexportable_nodes(gm)
         if unsupported:
             probe_inputs = [inputs for inputs, _ in (cases or [])[1:]]
             module, report = build_partial(gm, example_inputs, device, ctx, passes, workdir, unsupported, _build_exported,
@@ -68,7 +71,7 @@ def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, 
             module.close = weakref.finalize(module, shutil.rmtree, workdir, ignore_errors=True)
         else:
             module, report = _build_exported(gm, example_inputs, device, ctx, passes, workdir, dynamic_shapes=dynamic_shapes,
-                                             cases=cases, on_progress=on_progress, owned=True)
+                                             cases=cases, on_progress=on_progress, owned=True, exported=exported)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
@@ -76,44 +79,70 @@ def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, 
     return module, report
 
 
-def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: torch.device, ctx: PassContext,
-                    passes: list[Pass], workdir: str, *, dynamic_shapes=None, cases=None, on_progress=None,
-                    owned: bool = False) -> tuple[OrtRuntime, dict]:
-    """One exported graph as an OrtRuntime, built in ``workdir`` (which it owns if ``owned``)."""
-    start = time.perf_counter()
-    os.makedirs(workdir, exist_ok=True)
-    inputs = _cpu(example_inputs)
-    if any(t.device.type != "cpu" for t in [*gm.parameters(), *gm.buffers()]):
-        # The exporters trace on the CPU, with CPU examples. A copy: moving gm would move the
-        # weights it shares with the graph the PyTorch runtime runs (and with the user's model).
-        gm = copy.deepcopy(gm).to("cpu")
-    if cases is None:
-        with torch.inference_mode():
-            cases = [(inputs, pytree.tree_leaves(gm(*inputs)))]
-    flat_ref = cases[0][1]
-    exported = export_graph(gm, inputs, workdir, dynamic_shapes=dynamic_shapes)
+def export_for_runtimes(gm: torch.fx.GraphModule, example_inputs: tuple, dynamic_shapes=None) -> OnnxExport | None:
+    """``gm``'s ONNX export, for the runtimes that start from one (ONNX Runtime's onnx stage and
+    OpenVINO), so that a build of both exports once; None when some op cannot be exported (ONNX
+    Runtime then builds a partial export, :func:`build_onnx_runtime`). Raises
+    :class:`accelc.onnx.export.OnnxExportError` when the export fails."""
+    if unexportable_nodes(gm):
+        return None
+    with tempfile.TemporaryDirectory(prefix="accelc-export-") as workdir:
+        return export_graph(on_cpu(gm), cpu_values(example_inputs), workdir, dynamic_shapes=dynamic_shapes)
+
+
+def runtime_meta(gm: torch.fx.GraphModule, exported: OnnxExport, example_inputs: tuple, flat_ref: list,
+                 precision: str) -> dict:
+    """What a runtime of ``exported`` needs beside the model file (saved as its JSON): forward()'s
+    argument names, the output structure and shapes, the named dynamic axes, the precision, and
+    the example's sizes per ONNX input (what ONNX Runtime's CPU session is pinned to)."""
     meta = {
         "arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"],
         "out_spec": pytree.treespec_dumps(_output_spec(gm)),
         "output_shapes": [list(t.shape) for t in flat_ref],
         "dynamic_axes": {name: {str(d): s for d, s in axes.items()} for name, axes in exported.dynamic_axes.items()},
-        "precision": ctx.precision,
+        "precision": precision,
         "exporter": exported.exporter,
     }
     if exported.exporter == "torchscript":
-        meta["arg_names"] = torchscript_input_names(len(inputs))
-    # The sizes the CPU session is specialised to (accelc.runtime.onnxruntime.pinned_dims).
-    # Keyed by the ONNX input names, matched to forward()'s arguments as OrtRuntime matches them.
+        meta["arg_names"] = torchscript_input_names(len(example_inputs))
+    # Keyed by the ONNX input names, matched to forward()'s arguments as the runtimes match them.
     onnx_inputs = [i.name for i in exported.model.graph.input]
     positions = [meta["arg_names"].index(n) if n in meta["arg_names"] else k for k, n in enumerate(onnx_inputs)]
-    meta["example_shapes"] = {n: list(inputs[k].shape) for n, k in zip(onnx_inputs, positions)
-                              if k < len(inputs) and isinstance(inputs[k], torch.Tensor)}
-    checked = [(inputs, _cpu(flat_ref))]
+    meta["example_shapes"] = {n: list(example_inputs[k].shape) for n, k in zip(onnx_inputs, positions)
+                              if k < len(example_inputs) and isinstance(example_inputs[k], torch.Tensor)}
+    return meta
+
+
+def on_cpu(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``gm`` with its weights on the CPU, where the exporters trace. A copy when they are not:
+    moving gm would move the weights it shares with the graph the PyTorch runtime runs (and with
+    the user's model)."""
+    if any(t.device.type != "cpu" for t in [*gm.parameters(), *gm.buffers()]):
+        return copy.deepcopy(gm).to("cpu")
+    return gm
+
+
+def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: torch.device, ctx: PassContext,
+                    passes: list[Pass], workdir: str, *, dynamic_shapes=None, cases=None, on_progress=None,
+                    owned: bool = False, exported: OnnxExport | None = None) -> tuple[OrtRuntime, dict]:
+    """One exported graph as an OrtRuntime, built in ``workdir`` (which it owns if ``owned``)."""
+    start = time.perf_counter()
+    os.makedirs(workdir, exist_ok=True)
+    inputs = cpu_values(example_inputs)
+    gm = on_cpu(gm)
+    if cases is None:
+        with torch.inference_mode():
+            cases = [(inputs, pytree.tree_leaves(gm(*inputs)))]
+    flat_ref = cases[0][1]
+    if exported is None:
+        exported = export_graph(gm, inputs, workdir, dynamic_shapes=dynamic_shapes)
+    meta = runtime_meta(gm, exported, inputs, flat_ref, ctx.precision)
+    checked = [(inputs, cpu_values(flat_ref))]
     skipped = 0
     for probe, reference in cases[1:]:
-        probe = _cpu(probe)
-        if _accepts(exported.model, meta["arg_names"], probe):
-            checked.append((probe, _cpu(reference)))
+        probe = cpu_values(probe)
+        if accepts(exported.model, meta["arg_names"], probe):
+            checked.append((probe, cpu_values(reference)))
         else:
             skipped += 1
     model, records = optimize_onnx(exported.model, checked, meta, ctx, workdir, passes, on_progress=on_progress)
@@ -164,12 +193,12 @@ def _output_spec(gm: torch.fx.GraphModule) -> pytree.TreeSpec:
     return pytree.tree_structure(output.args[0])
 
 
-def _cpu(values) -> tuple:
+def cpu_values(values) -> tuple:
     """``values`` (inputs or flat outputs) with every tensor on the CPU, where the ORT checks run."""
     return tuple(x.to("cpu") if isinstance(x, torch.Tensor) else x for x in values)
 
 
-def _accepts(model: onnx.ModelProto, arg_names: list[str], inputs: tuple) -> bool:
+def accepts(model: onnx.ModelProto, arg_names: list[str], inputs: tuple) -> bool:
     """Whether ``inputs`` fit the fixed sizes of ``model``'s inputs (a static export takes the example only)."""
     for k, value in enumerate(model.graph.input):
         index = arg_names.index(value.name) if value.name in arg_names else k
@@ -182,4 +211,4 @@ def _accepts(model: onnx.ModelProto, arg_names: list[str], inputs: tuple) -> boo
     return True
 
 
-__all__ = ["build_onnx_runtime"]
+__all__ = ["build_onnx_runtime", "export_for_runtimes", "runtime_meta", "accepts"]

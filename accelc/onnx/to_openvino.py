@@ -1,0 +1,129 @@
+"""Build the OpenVINO runtime of an optimised graph: its ONNX export, converted to OpenVINO IR.
+
+    gm (the graph stage's output, fp32) ─export─► ONNX ─openvino.convert_model─► model.xml/.bin ─► OpenVinoRuntime
+
+OpenVINO converts the plain export: the onnx stage's passes are ONNX Runtime's (its contrib ops,
+its kernels' quirks) and OpenVINO's own transformations fuse attention, GELU and layer norms on
+the standard ops. The named dynamic axes of the export (``batch``, ``seq``, ...) become dynamic
+dimensions of the IR, so the runtime and the saved ``model.xml`` take every size the export does.
+
+Why from ONNX rather than ``convert_model`` on a ``torch.export`` program: the ONNX route keeps
+the static sizes static (the ExportedProgram route marks every dimension of an input dynamic,
+measured on OpenVINO 2026.4), and with ``backend="auto"`` the export is the one ONNX Runtime's
+build makes anyway (:func:`accelc.onnx.build.export_for_runtimes`). ONNX Runtime's OpenVINO
+execution provider is a third route; it ships in a separate ``onnxruntime-openvino`` wheel that
+replaces ``onnxruntime``, so accelc does not use it.
+
+bf16 is OpenVINO's own lowering (``INFERENCE_PRECISION_HINT``) of the fp32 graph: handed a graph
+with accelc's bf16 casts it would stack its own on them; handed the fp32 graph it keeps its
+normalisations and softmax accumulations in f32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+import time
+import warnings
+
+import torch
+import torch.fx
+from torch.utils import _pytree as pytree
+
+from ..runtime.openvino import MODEL_XML, OpenVinoRuntime, openvino_reason, shared_core
+from .build import cpu_values, export_for_runtimes, on_cpu, runtime_meta
+from .export import OnnxExport, save_model
+
+
+class OpenVinoBuildError(RuntimeError):
+    """OpenVINO could not convert or compile the model; the message is one line."""
+
+
+def build_openvino_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, precision: str, *, dynamic_shapes=None,
+                           exported: OnnxExport | None = None, reference: list | None = None,
+                           threads: int | None = None) -> tuple[OpenVinoRuntime, dict]:
+    """``gm`` (fp32) as an :class:`OpenVinoRuntime` running at ``precision`` ("fp32" | "bf16");
+    returns the runtime and its report section. ``exported`` is ``gm``'s export when the caller
+    has it; otherwise it is made here with ``dynamic_shapes``. ``reference`` is ``gm``'s flat
+    outputs on the example, when the caller has them (else ``gm`` runs once here). The runtime is not checked here:
+    the caller checks it against eager, as it checks every runtime. It owns its temporary folder
+    (the IR); ``runtime.close()`` removes it now."""
+    import openvino as ov
+
+    start = time.perf_counter()
+    inputs = cpu_values(example_inputs)
+    gm = on_cpu(gm)
+    if exported is None:
+        exported = export_for_runtimes(gm, inputs, dynamic_shapes)
+        if exported is None:
+            raise OpenVinoBuildError("some ops of the graph have no ONNX form, which OpenVINO converts from")
+    if reference is None:
+        with torch.inference_mode():
+            reference = pytree.tree_leaves(gm(*inputs))
+    meta = runtime_meta(gm, exported, inputs, reference, precision)
+    workdir = tempfile.mkdtemp(prefix="accelc-openvino-")
+    try:
+        onnx_path = os.path.join(workdir, "exported.onnx")
+        save_model(exported.model, onnx_path)
+        convert_start = time.perf_counter()
+        with _quiet():
+            try:
+                ov_model = ov.convert_model(onnx_path)
+                ov.save_model(ov_model, os.path.join(workdir, MODEL_XML), compress_to_fp16=False)
+            except Exception as exc:
+                raise OpenVinoBuildError(f"convert_model: {openvino_reason(exc)}") from exc
+        del ov_model
+        for name in os.listdir(workdir):  # the ONNX file (and its external data): the IR is what stays
+            if name.startswith("exported.onnx"):
+                os.remove(os.path.join(workdir, name))
+        convert_s = time.perf_counter() - convert_start
+        compile_start = time.perf_counter()
+        try:
+            runtime = OpenVinoRuntime(os.path.join(workdir, MODEL_XML), meta, threads=threads, owned_dir=workdir)
+        except Exception as exc:
+            raise OpenVinoBuildError(f"compile_model: {openvino_reason(exc)}") from exc
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    section = {
+        "route": "ONNX export -> openvino.convert_model -> CPU plugin",
+        "export": exported.as_dict(),
+        "settings": runtime.settings,
+        "convert_s": round(convert_s, 3),
+        "compile_s": round(time.perf_counter() - compile_start, 3),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    if precision == "bf16" and runtime.inference_precision != "bf16":
+        section["note"] = (f"this CPU has no native bf16 (AVX512_BF16 or AMX): OpenVINO runs "
+                           f"{runtime.inference_precision}")
+    return runtime, section
+
+
+def openvino_available() -> str | None:
+    """None when OpenVINO imports and its CPU plugin loads; else why not, in one line."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        from ..runtime.openvino import INSTALL_HINT
+
+        return f"openvino is not installed ({INSTALL_HINT})"
+    try:
+        shared_core().get_property("CPU", "FULL_DEVICE_NAME")
+    except Exception as exc:
+        return f"OpenVINO's CPU plugin does not load ({openvino_reason(exc)})"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """OpenVINO's frontends print and warn per op while converting; the report keeps the outcome."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+__all__ = ["build_openvino_runtime", "openvino_available", "OpenVinoBuildError"]
