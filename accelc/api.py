@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
-from torch.utils import _pytree as pytree
 
 from . import __version__
+from .backends import check_openvino_request, check_precision_request, choose_precision, select_runtime
 from .capture import capture, count_compute_nodes
 from .errors import ModelRunError, UserInputError
 from .loader import normalize_inputs
@@ -28,23 +28,24 @@ from .pass_base import PassContext
 from .pass_manager import PassManager
 from .pipeline import lower, stage_passes
 from .registry import Registry
-from .runtime.torch import TorchRuntime, resolve_device, to_device
+from .runtime.torch import cpu_has_native_bf16, resolve_device, to_device
 from .shapes import (DynamicChoice, Signature, auto_dynamic_shapes, capture_dims, grow, inputs_at, parse_dynamic,
                      placeholder_names, signature_from_graph, static_signature)
 from .source import exception_location, first_line, quoted_line
-from .stages import GRAPH, LOWERING, ONNX, build_pipeline
-from .verify import Verifier, compare_outputs, run_detached, tolerance_for_precision
+from .stages import GRAPH, LOWERING, ONNX, PRECISION_PASS, build_pipeline
+from .verify import Verifier, compare_outputs, per_pass_indices, run_detached, tolerance_for_precision
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "auto")
 
 
 def graph_precision(precision: str) -> str:
     """The precision the fx graph itself runs at: int8 is ONNX Runtime's dynamic quantisation,
-    applied to the exported model, so the fx passes run (and are verified) at fp32."""
-    return "fp32" if precision == "int8" else precision
+    applied to the exported model, so the fx passes run (and are verified) at fp32; ``auto``
+    starts from the fp32 graph and lowers each candidate from it (accelc.backends)."""
+    return "fp32" if precision in ("int8", "auto") else precision
 
 
 def load(path: str, device: str | None = None) -> AcceleratedModule:
@@ -58,6 +59,7 @@ def accelerate(
     backend: str = "auto",
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    tolerance: float | None = None,
     passes: list[str] | None = None,
     disable: list[str] | None = None,
     verify: bool = True,
@@ -108,8 +110,13 @@ def accelerate(
     if precision == "int8" and (backend == "torch" or dev.type != "cpu" or stages or devices or branches):
         raise UserInputError("--precision int8 is ONNX Runtime's dynamic quantisation on the CPU: use it with "
                              "--backend onnxruntime (or auto) on --device cpu, without --stages/--devices/--branches")
+    split = bool(stages or devices or branches)
     if backend == "openvino":
-        _check_openvino_request(dev, precision, bool(stages or devices or branches))
+        check_openvino_request(dev, precision, split)
+    if precision == "auto":
+        tolerance = check_precision_request(dev, backend, split, tolerance)
+    elif tolerance is not None:
+        raise UserInputError("--tolerance is the error --precision auto may accept; add --precision auto or drop it")
     registry = Registry.discover()
     pipeline = build_pipeline(registry, dev.type, passes, disable)
     # Every pass a stage will run is loaded now, before any capture: a bad name or a broken plugin
@@ -168,7 +175,9 @@ def accelerate(
         log.warning("accelc: %s", report["fallback"])
         return AcceleratedModule(model, report, eager=model)
     gm = optimised.gm
-    checker = reference.with_tolerance(tolerance_for_precision(precision))
+    # What each runtime is checked with: int8 by its own bar (ORT quantises the export);
+    # precision="auto" checks each candidate at its precision (accelc.backends).
+    checker = reference.with_tolerance(tolerance_for_precision("fp32" if precision == "auto" else precision))
     if dry_run:
         return _dry_run(model, gm, inputs, backend, dev, ctx, pipeline, stage_pass, signature, report, progress)
 
@@ -177,6 +186,9 @@ def accelerate(
     elif stages or devices:
         runner = partitioned_runtime(model, gm, full_inputs, stages, devices, microbatches, profile, checker, report,
                                      progress)
+    elif precision == "auto":
+        runner, gm = choose_precision(gm, inputs, backend, dev, ctx, stage_pass, signature, reference, report, progress,
+                                      tolerance)
     else:
         runner = select_runtime(gm, inputs, backend, dev, ctx, stage_pass, signature, checker, report, progress,
                                 fp32_gm=optimised.fp32_gm)
@@ -191,18 +203,6 @@ def accelerate(
                 report["warnings"].append(slower)
                 log.warning("accelc: %s", slower)
     return fast
-
-
-def _check_openvino_request(device, precision: str, split: bool) -> None:
-    """``backend="openvino"`` is the user's error, before any work, where it cannot run."""
-    if device.type != "cpu" or precision not in ("fp32", "bf16") or split:
-        raise UserInputError("--backend openvino runs one graph on the CPU at fp32 or bf16: use it with --device cpu, "
-                             "--precision fp32 or bf16, and without --stages/--devices/--branches")
-    from .onnx.to_openvino import openvino_available
-
-    why = openvino_available()
-    if why:
-        raise UserInputError(f"--backend openvino: {why}")
 
 
 def slower_than_eager(report: dict) -> str | None:
@@ -418,7 +418,6 @@ class Optimised:
     fp32_gm: torch.fx.GraphModule | None = None  # the graph before precision lowering (gm itself at fp32)
 
 
-PRECISION_PASS = "lower_precision"  # the graph stage's pass that lowers precision (accelc.stages)
 PER_PASS_SETS = 4  # the example, one random variant, and accelc.shapes' two cheap probes
 
 
@@ -431,7 +430,7 @@ def optimise_captured(gm, reference: "Verifier", pass_list, ctx: PassContext, ve
     The captured graph is checked on the per-pass sets only: the final check covers the large
     probes once, for the graph that will run (a capture wrong only there is caught by it too).
     """
-    per_pass = reference.take(_per_pass_indices(reference))
+    per_pass = reference.take(per_pass_indices(reference))
     comparison, captured_outputs = per_pass.check(gm)
     if not comparison.ok:
         return Optimised(None, None, None, f"the captured graph disagrees with eager ({comparison.message})")
@@ -456,165 +455,6 @@ def optimise_captured(gm, reference: "Verifier", pass_list, ctx: PassContext, ve
     if not final["ok"]:
         return Optimised(gm, records, final, f"optimised graph disagrees with eager ({final['message']})")
     return Optimised(gm, records, final, None, fp32_gm)
-
-
-def _per_pass_indices(reference: "Verifier") -> list[int]:
-    """The sets each pass is checked on: the example, one random variant, and up to two probes of
-    other shapes no larger than three times the example (the final check covers the rest)."""
-    size = lambda x: sum(t.numel() for t in x)  # noqa: E731
-    budget = max(size(reference.inputs[0]), 16) * 3
-    probes = [i for i in range(4, len(reference.inputs)) if size(reference.inputs[i]) <= budget]
-    return [0, 1][: len(reference.inputs)] + probes[:2]
-
-
-def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pass: dict, signature: Signature,
-                   checker: "Verifier", report: dict, progress, fp32_gm=None):
-    """The runtime for the optimised graph: PyTorch, ONNX Runtime, OpenVINO, or (``auto``) whichever
-    measures fastest.
-
-    The PyTorch runtime runs the lowering stage's output; ONNX Runtime the export after the onnx
-    stage; OpenVINO the export of the graph stage's fp32 output (``fp32_gm``: at bf16 OpenVINO
-    lowers precision itself). Each must match eager on every verification input set to be used
-    at all. When the backend asked for cannot be built or disagrees, the PyTorch runtime is used
-    and ``report["backend_fallback"]`` says why; a candidate of ``auto`` that cannot is left out
-    and ``report["auto_left_out"]`` says why.
-    """
-    lowered, records = lower(gm, device, inputs, stage_pass[LOWERING], signature, progress, ctx.refusals)
-    report["runtime_lowering"] = [r.as_dict() for r in records]
-    torch_runtime = TorchRuntime(lowered, device, inputs)
-    report["backend"] = "torch"
-    if backend == "torch":
-        return torch_runtime
-    precision = report["precision"]
-    fp32_gm = gm if fp32_gm is None else fp32_gm
-    candidates = [backend] if backend != "auto" else ["onnxruntime"] + (["openvino"] if _openvino_candidate(
-        device, precision, report) else [])
-    shared = None
-    if {"onnxruntime", "openvino"} <= set(candidates) and fp32_gm is gm:
-        progress("exporting to ONNX")
-        shared = _shared_export(gm, inputs, signature)
-    built = {"torch": torch_runtime}
-    if "onnxruntime" in candidates:
-        ort_runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, report, progress, shared)
-        if ort_runtime is None and backend == "onnxruntime":
-            return torch_runtime
-        if ort_runtime is not None:
-            built["onnxruntime"] = ort_runtime
-    if "openvino" in candidates:
-        ov_runtime, why = _openvino(fp32_gm, inputs, precision, signature, checker, report, progress,
-                                    shared if fp32_gm is gm else None)
-        if ov_runtime is None and backend == "openvino":
-            report["backend_fallback"] = f"{why}; using the PyTorch runtime"
-            return torch_runtime
-        if ov_runtime is None:
-            report.setdefault("auto_left_out", {})["openvino"] = why
-        else:
-            built["openvino"] = ov_runtime
-    del shared  # the runtimes hold what they need of it
-    if backend != "auto":
-        chosen = backend
-    elif precision == "int8" or len(built) == 1:  # PyTorch has no int8 form to compare with
-        chosen = "onnxruntime" if "onnxruntime" in built else "torch"
-    else:
-        from .timing import compare_latency
-        from .verify import verification_inputs
-
-        progress("timing " + " vs ".join(_RUNTIME_WORDS[name] for name in built))
-        timings = compare_latency(built, verification_inputs(inputs, count=1, seed=5), seconds=0.5 * len(built),
-                                  device=device)
-        chosen = min(timings, key=lambda name: timings[name].median_ms)
-        report["backend_choice"] = {name: round(t.median_ms, 3) for name, t in timings.items()} | {"chosen": chosen}
-    if chosen == "onnxruntime":
-        # A partial export runs ONNX Runtime pieces inside a torch graph; it is saved as model.pt2 alone.
-        report["backend"] = "onnxruntime (partial)" if report["onnx"].get("partial") else "onnxruntime"
-    else:
-        report["backend"] = chosen
-    return built[chosen]
-
-
-_RUNTIME_WORDS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
-
-
-def _onnxruntime(gm, inputs, device, ctx: PassContext, stage_pass: dict, signature: Signature, checker: "Verifier",
-                 report: dict, progress, exported):
-    """ONNX Runtime on the export after the onnx stage, checked against eager; None (and
-    ``report["backend_fallback"]`` says why) when it cannot be built or disagrees."""
-    progress("exporting to ONNX and building an ONNX Runtime session")
-    onnx_ctx = PassContext(device=device, precision=report["precision"], example_inputs=inputs, refusals=ctx.refusals)
-    try:
-        from .onnx.build import build_onnx_runtime
-
-        ort_runtime, section = build_onnx_runtime(gm, inputs, device, onnx_ctx, stage_pass[ONNX],
-                                                  dynamic_shapes=signature.dynamic_shapes(),
-                                                  cases=_cases(checker.take(_per_pass_indices(checker))),
-                                                  on_progress=progress, exported=exported)
-        report["onnx"] = section
-        comparison, _ = checker.check(ort_runtime)
-    except Exception as exc:  # export or session failure: keep the PyTorch runtime, say why
-        log.debug("ONNX Runtime backend failed", exc_info=True)
-        report["backend_fallback"] = f"ONNX Runtime unavailable ({first_line(exc)}); using the PyTorch runtime"
-        return None
-    if not comparison.ok:
-        report["backend_fallback"] = f"ONNX Runtime disagrees with eager ({comparison.message}); using the PyTorch runtime"
-        return None
-    report["onnx"]["verification"] = comparison.as_dict()
-    ort_runtime.release_dynamic_session()  # the checks at other sizes opened it; a call that needs it reopens it
-    return ort_runtime
-
-
-def _openvino(fp32_gm, inputs, precision: str, signature: Signature, checker: "Verifier", report: dict, progress,
-              exported):
-    """OpenVINO on the fp32 graph's export at ``precision``, checked against eager; returns
-    (runtime, None), or (None, why) when it cannot be built or disagrees."""
-    progress("converting to OpenVINO and compiling for its CPU plugin")
-    try:
-        from .onnx.to_openvino import build_openvino_runtime
-
-        runtime, section = build_openvino_runtime(fp32_gm, inputs, precision, dynamic_shapes=signature.dynamic_shapes(),
-                                                  exported=exported,
-                                                  reference=pytree.tree_leaves(checker.reference_outputs[0]))
-        report["openvino"] = section
-        progress("checking OpenVINO against eager")
-        comparison, _ = checker.check(runtime)
-    except Exception as exc:
-        log.debug("OpenVINO backend failed", exc_info=True)
-        report.setdefault("openvino", {})["failure"] = first_line(exc)
-        return None, f"OpenVINO unavailable ({first_line(exc)})"
-    report["openvino"]["verification"] = comparison.as_dict()
-    if not comparison.ok:
-        return None, f"OpenVINO disagrees with eager ({comparison.message})"
-    return runtime, None
-
-
-def _openvino_candidate(device, precision: str, report: dict) -> bool:
-    """Whether ``auto`` also builds OpenVINO: on the CPU, at fp32 or bf16, when it is installed
-    (an optional extra; without it ``report["auto_left_out"]`` says how to get it)."""
-    if device.type != "cpu" or precision not in ("fp32", "bf16"):
-        return False
-    from .onnx.to_openvino import openvino_available
-
-    why = openvino_available()
-    if why:
-        report.setdefault("auto_left_out", {})["openvino"] = why
-    return why is None
-
-
-def _shared_export(gm, inputs, signature: Signature):
-    """The one ONNX export ONNX Runtime and OpenVINO both start from; None when it needs a partial
-    export or fails (each builder then exports, or fails, on its own and says why)."""
-    from .onnx.build import export_for_runtimes
-
-    try:
-        return export_for_runtimes(gm, inputs, signature.dynamic_shapes())
-    except Exception:
-        log.debug("shared ONNX export failed", exc_info=True)
-        return None
-
-
-def _cases(verifier: "Verifier") -> list[tuple[tuple, list]]:
-    """(inputs, flat eager outputs) pairs, as the ONNX stage checks each pass on them: the example,
-    a variant and the cheap probes (the runtime as a whole is then checked on every set)."""
-    return [(x, pytree.tree_leaves(ref)) for x, ref in zip(verifier.inputs, verifier.reference_outputs)]
 
 
 def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, profile: bool, checker: "Verifier",
@@ -739,16 +579,6 @@ def _new_report(backend: str, device: torch.device, precision: str, source_file:
         "latency": None,
         "warnings": [],
     }
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this x86 CPU advertises bf16 dot-product instructions (Linux /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return True  # unknown platform: do not warn on a guess
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 __all__ = ["accelerate", "explain", "load", "AcceleratedModule", "run_eagerly", "measure_latency"]

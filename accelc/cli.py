@@ -72,8 +72,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="which sizes may vary, e.g. batch=1..64,seq=1..512,height=static (default: inferred: batch, "
                         "sequence of token inputs, image height/width where the model allows)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
-                   help="fp16/bf16 lower the graph; int8 quantises MatMul weights in ONNX Runtime (CPU)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8", "auto"],
+                   help="fp16/bf16 lower the graph; int8 quantises MatMul weights in ONNX Runtime (CPU); auto tries "
+                        "fp32, bf16 and int8 and keeps the fastest within --tolerance (CPU)")
     p.add_argument("--passes", help="comma-separated pass names replacing the default pipeline")
     p.add_argument("--disable", help="comma-separated pass names to leave out")
 
@@ -88,6 +89,9 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="store_true", help="time every node on the target to balance the stages")
     p.add_argument("--branches", type=int, default=None, metavar="N",
                    help="run independent branches (multi-branch blocks, parallel heads) concurrently on N threads")
+    p.add_argument("--tolerance", type=float, default=None, metavar="REL",
+                   help="with --precision auto: the largest relative error (max |out - eager| / max |eager|) a "
+                        "lower precision may have (default: 0.01)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,7 +155,8 @@ def _accelerate_from_file(args, progress: Progress, measure: bool):
         loaded.module, loaded.inputs, backend=args.backend, device=args.device, precision=args.precision,
         passes=_split(args.passes), disable=_split(args.disable), verify=not args.no_verify,
         measure=measure, dynamic=args.dynamic, static=args.static, stages=args.stages, devices=_split(args.devices),
-        microbatches=args.microbatches, profile=args.profile, branches=args.branches, source_file=loaded.path, on_progress=progress,
+        microbatches=args.microbatches, profile=args.profile, branches=args.branches, tolerance=args.tolerance,
+        source_file=loaded.path, on_progress=progress,
     )
 
 
@@ -318,6 +323,11 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
                                              for name, ms in sorted(choice.items(), key=lambda item: item[1]))))
     for name, why in (report.get("auto_left_out") or {}).items():
         rows.append(("auto left out", f"{name}: {why}"))
+    for c in report.get("precision_candidates") or ():
+        timed = f", {c['median_ms']:.2f} ms" if c.get("median_ms") is not None else ""
+        error = f"error {c['max_rel_error']:.2g}" if c.get("max_rel_error") is not None else "no error measured"
+        rows.append(("precision " + ("kept" if c["chosen"] else "tried"),
+                     f"{c['precision']} on {c['backend']}: {error}{timed} ({c['reason']})"))
     if report.get("fallback"):
         rows.append(("fallback", report["fallback"]))
     for warning in report.get("warnings") or ():

@@ -25,6 +25,7 @@ from .registry import Registry
 log = logging.getLogger(__name__)
 
 GRAPH, LOWERING, ONNX = "graph", "lowering", "onnx"
+PRECISION_PASS = "lower_precision"  # the graph stage's pass that lowers precision; what follows it cleans up
 
 
 @dataclass(frozen=True)
@@ -200,4 +201,4 @@ def _with_plugins(registry: Registry, stage_name: str, names: list[str], notes: 
 
 
 __all__ = ["STAGES", "Stage", "Pipeline", "build_pipeline", "split_name", "stages_of", "GRAPH", "LOWERING", "ONNX",
-           "DEFAULT_PIPELINE"]
+           "DEFAULT_PIPELINE", "PRECISION_PASS"]

@@ -58,6 +58,7 @@ COVERAGE: dict[tuple[str, str], str] = {
     ("optimize", "--microbatches"): "test_optimize_microbatches",
     ("optimize", "--profile"): "test_optimize_profile",
     ("optimize", "--branches"): "test_optimize_branches",
+    ("optimize", "--tolerance"): "test_optimize_precision_auto_and_tolerance",
 
     ("run", "-h"): "test_help_lists_every_flag",
     ("run", "--help"): "test_help_lists_every_flag",
@@ -138,6 +139,10 @@ BAD_VALUES = [
     (["explain", "{mlp}", "--dynamic", "garbage"], "--dynamic 'garbage'"),
     (["explain", "{mlp}", "--device", "tpu"], "unknown device 'tpu'"),
     (["explain", "{mlp}", "--precision", "int8", "--backend", "torch"], "--precision int8 is ONNX Runtime's dynamic quantisation"),
+    (["optimize", "{mlp}", "-o", "{out}", "--tolerance", "0.1"], "--tolerance is the error --precision auto may accept"),
+    (["optimize", "{mlp}", "-o", "{out}", "--precision", "auto", "--tolerance", "2"], "--tolerance is a relative error between 0 and 1"),
+    (["optimize", "{mlp}", "-o", "{out}", "--tolerance", "x"], "argument --tolerance: invalid float value"),
+    (["optimize", "{mlp}", "-o", "{out}", "--precision", "auto", "--stages", "2"], "--precision auto chooses among the CPU's precisions"),
     (["bench", "{mlp}", "--against", "tvm"], "unknown system 'tvm' in --against"),
     (["bench", "{mlp}", "--against", "eager", "--device", "tpu"], "unknown device 'tpu'"),
     (["run", "{art}", "--device", "tpu"], "unknown device 'tpu'"),
@@ -449,6 +454,23 @@ def test_optimize_precision(precision, flags, built):
         quantised = next(r for r in report["onnx"]["onnx_passes"] if r["name"] == "quantize_int8")
         assert quantised["status"] == "fired" and quantised["stats"]["quantised"] == 2
         assert report["onnx"]["verification"]["ok"]
+
+
+def test_optimize_precision_auto_and_tolerance(built):
+    """--precision auto tries every precision this CPU and backend have; --tolerance is the bar a
+    lower one must meet. At 1e-9 none can, so fp32 is kept and each says why."""
+    strict = built("mlp", "--no-bench", "--precision", "auto", "--tolerance", "1e-9")
+    candidates = strict.report["precision_candidates"]
+    assert strict.report["precision"] == "fp32" and strict.report["precision_tolerance"] == 1e-9
+    assert [c["precision"] for c in candidates if c["chosen"]] == ["fp32"]
+    lower = [c for c in candidates if c["precision"] != "fp32"]
+    assert any(c["precision"] == "int8" for c in lower)  # ONNX Runtime's int8 is on every CPU
+    assert all(not c["chosen"] and c["reason"] for c in lower) and any("above the tolerance" in c["reason"] for c in lower)
+    assert any(line.startswith("precision kept") and "fp32" in line for line in strict.out.splitlines())
+    loose = built("mlp", "--no-bench", "--precision", "auto", "--tolerance", "0.2").report
+    kept = next(c for c in loose["precision_candidates"] if c["chosen"])
+    assert loose["precision"] == kept["precision"] and kept["max_rel_error"] <= 0.2
+    assert all(c["median_ms"] is None or kept["median_ms"] <= c["median_ms"] for c in loose["precision_candidates"])
 
 
 def test_optimize_passes(built):

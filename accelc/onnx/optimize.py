@@ -24,7 +24,7 @@ import torch
 from ..pass_base import Pass, PassContext
 from ..pass_manager import FIRED, PassManager, PassRecord
 from ..stages import ONNX
-from ..verify import Comparison, compare_outputs, tolerance_for_precision
+from ..verify import Comparison, compare_outputs, tolerance_for_precision, worst_of
 from .export import save_model
 from .session import disabled_fusions, session_options
 
@@ -75,8 +75,7 @@ def check_in_ort(model: onnx.ModelProto, cases: list[tuple[tuple, list]], arg_na
         if not check.ok:
             check.message = f"at input shapes {shapes_of(inputs)}: {check.message}"
             return check
-        if check.max_abs_error >= worst.max_abs_error:
-            worst = Comparison(True, check.max_abs_error, max(check.max_rel_error, worst.max_rel_error))
+        worst = worst_of(worst, check)
     return worst
 
 

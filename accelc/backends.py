@@ -1,0 +1,364 @@
+"""Which runtime runs the optimised graph: PyTorch, ONNX Runtime, OpenVINO, or the fastest of them.
+
+    optimised graph ─► lowering stage ─► PyTorch runtime ─────────────────┐
+                  └─► ONNX export ─┬─► onnx stage ─► ONNX Runtime ─────────┼─► checked against eager ─► (auto) timed
+                                   └─► convert_model ─► OpenVINO (CPU) ────┘
+
+Every runtime is checked against eager on every verification input set before it may be used;
+one that cannot be built, or disagrees, is not used and the report says why. The export is made
+once when two runtimes start from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from torch.utils import _pytree as pytree
+
+from .errors import UserInputError
+from .pass_base import PassContext
+from .pipeline import lower
+from .runtime.torch import TorchRuntime, cpu_has_native_bf16
+from .shapes import Signature
+from .source import first_line
+from .stages import GRAPH, LOWERING, ONNX, PRECISION_PASS
+from .verify import Verifier, per_pass_indices
+
+log = logging.getLogger(__name__)
+
+
+def check_openvino_request(device, precision: str, split: bool) -> None:
+    """``backend="openvino"`` is the user's error, before any work, where it cannot run."""
+    if device.type != "cpu" or precision not in ("fp32", "bf16", "auto") or split:
+        raise UserInputError("--backend openvino runs one graph on the CPU at fp32 or bf16: use it with --device cpu, "
+                             "--precision fp32 or bf16, and without --stages/--devices/--branches")
+    from .onnx.to_openvino import openvino_available
+
+    why = openvino_available()
+    if why:
+        raise UserInputError(f"--backend openvino: {why}")
+
+
+def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pass: dict, signature: Signature,
+                   checker: "Verifier", report: dict, progress, fp32_gm=None, exports: dict | None = None):
+    """The runtime for the optimised graph: PyTorch, ONNX Runtime, OpenVINO, or (``auto``) whichever
+    measures fastest.
+
+    The PyTorch runtime runs the lowering stage's output; ONNX Runtime the export after the onnx
+    stage; OpenVINO the export of the graph stage's fp32 output (``fp32_gm``: at bf16 OpenVINO
+    lowers precision itself). Each must match eager on every verification input set to be used
+    at all. When the backend asked for cannot be built or disagrees, the PyTorch runtime is used
+    and ``report["backend_fallback"]`` says why; a candidate of ``auto`` that cannot is left out
+    and ``report["auto_left_out"]`` says why. ``exports`` (a dict), when given, keeps the shared
+    ONNX export under "onnx" for a caller that builds more runtimes from it.
+    """
+    lowered, records = lower(gm, device, inputs, stage_pass[LOWERING], signature, progress, ctx.refusals)
+    report["runtime_lowering"] = [r.as_dict() for r in records]
+    torch_runtime = TorchRuntime(lowered, device, inputs)
+    report["backend"] = "torch"
+    if backend == "torch":
+        return torch_runtime
+    precision = report["precision"]
+    fp32_gm = gm if fp32_gm is None else fp32_gm
+    candidates = [backend] if backend != "auto" else ["onnxruntime"] + (["openvino"] if _openvino_candidate(
+        device, precision, report) else [])
+    shared = (exports or {}).get("onnx")
+    if shared is None and ({"onnxruntime", "openvino"} <= set(candidates) or exports is not None) and fp32_gm is gm:
+        progress("exporting to ONNX")
+        shared = _shared_export(gm, inputs, signature)
+        if exports is not None:
+            exports["onnx"] = shared
+    built = {"torch": torch_runtime}
+    if "onnxruntime" in candidates:
+        ort_runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, report, progress, shared)
+        if ort_runtime is None and backend == "onnxruntime":
+            return torch_runtime
+        if ort_runtime is not None:
+            built["onnxruntime"] = ort_runtime
+    if "openvino" in candidates:
+        ov_runtime, why = _openvino(fp32_gm, inputs, precision, signature, checker, report, progress,
+                                    shared if fp32_gm is gm else None)
+        if ov_runtime is None and backend == "openvino":
+            report["backend_fallback"] = f"{why}; using the PyTorch runtime"
+            return torch_runtime
+        if ov_runtime is None:
+            report.setdefault("auto_left_out", {})["openvino"] = why
+        else:
+            built["openvino"] = ov_runtime
+    del shared  # the runtimes hold what they need of it
+    if backend != "auto":
+        chosen = backend
+    elif precision == "int8" or len(built) == 1:  # PyTorch has no int8 form to compare with
+        chosen = "onnxruntime" if "onnxruntime" in built else "torch"
+    else:
+        from .timing import compare_latency
+        from .verify import verification_inputs
+
+        progress("timing " + " vs ".join(_RUNTIME_WORDS[name] for name in built))
+        timings = compare_latency(built, verification_inputs(inputs, count=1, seed=5), seconds=0.5 * len(built),
+                                  device=device)
+        chosen = min(timings, key=lambda name: timings[name].median_ms)
+        report["backend_choice"] = {name: round(t.median_ms, 3) for name, t in timings.items()} | {"chosen": chosen}
+    if chosen == "onnxruntime":
+        # A partial export runs ONNX Runtime pieces inside a torch graph; it is saved as model.pt2 alone.
+        report["backend"] = "onnxruntime (partial)" if report["onnx"].get("partial") else "onnxruntime"
+    else:
+        report["backend"] = chosen
+    return built[chosen]
+
+
+_RUNTIME_WORDS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+def _onnxruntime(gm, inputs, device, ctx: PassContext, stage_pass: dict, signature: Signature, checker: "Verifier",
+                 report: dict, progress, exported):
+    """ONNX Runtime on the export after the onnx stage, checked against eager; None (and
+    ``report["backend_fallback"]`` says why) when it cannot be built or disagrees."""
+    progress("exporting to ONNX and building an ONNX Runtime session")
+    onnx_ctx = PassContext(device=device, precision=report["precision"], example_inputs=inputs, refusals=ctx.refusals)
+    try:
+        from .onnx.build import build_onnx_runtime
+
+        ort_runtime, section = build_onnx_runtime(gm, inputs, device, onnx_ctx, stage_pass[ONNX],
+                                                  dynamic_shapes=signature.dynamic_shapes(),
+                                                  cases=_cases(checker.take(per_pass_indices(checker))),
+                                                  on_progress=progress, exported=exported)
+        report["onnx"] = section
+        comparison, _ = checker.check(ort_runtime)
+    except Exception as exc:  # export or session failure: keep the PyTorch runtime, say why
+        log.debug("ONNX Runtime backend failed", exc_info=True)
+        report["backend_fallback"] = f"ONNX Runtime unavailable ({first_line(exc)}); using the PyTorch runtime"
+        return None
+    if not comparison.ok:
+        report["backend_fallback"] = f"ONNX Runtime disagrees with eager ({comparison.message}); using the PyTorch runtime"
+        return None
+    report["onnx"]["verification"] = comparison.as_dict()
+    ort_runtime.release_dynamic_session()  # the checks at other sizes opened it; a call that needs it reopens it
+    return ort_runtime
+
+
+def _openvino(fp32_gm, inputs, precision: str, signature: Signature, checker: "Verifier", report: dict, progress,
+              exported):
+    """OpenVINO on the fp32 graph's export at ``precision``, checked against eager; returns
+    (runtime, None), or (None, why) when it cannot be built or disagrees."""
+    progress("converting to OpenVINO and compiling for its CPU plugin")
+    try:
+        from .onnx.to_openvino import build_openvino_runtime
+
+        runtime, section = build_openvino_runtime(fp32_gm, inputs, precision, dynamic_shapes=signature.dynamic_shapes(),
+                                                  exported=exported,
+                                                  reference=pytree.tree_leaves(checker.reference_outputs[0]))
+        report["openvino"] = section
+        progress("checking OpenVINO against eager")
+        comparison, _ = checker.check(runtime)
+    except Exception as exc:
+        log.debug("OpenVINO backend failed", exc_info=True)
+        report.setdefault("openvino", {})["failure"] = first_line(exc)
+        return None, f"OpenVINO unavailable ({first_line(exc)})"
+    report["openvino"]["verification"] = comparison.as_dict()
+    if not comparison.ok:
+        return None, f"OpenVINO disagrees with eager ({comparison.message})"
+    return runtime, None
+
+
+def _openvino_candidate(device, precision: str, report: dict) -> bool:
+    """Whether ``auto`` also builds OpenVINO: on the CPU, at fp32 or bf16, when it is installed
+    (an optional extra; without it ``report["auto_left_out"]`` says how to get it)."""
+    if device.type != "cpu" or precision not in ("fp32", "bf16"):
+        return False
+    from .onnx.to_openvino import openvino_available
+
+    why = openvino_available()
+    if why:
+        report.setdefault("auto_left_out", {})["openvino"] = why
+    return why is None
+
+
+def _shared_export(gm, inputs, signature: Signature):
+    """The one ONNX export ONNX Runtime and OpenVINO both start from; None when it needs a partial
+    export or fails (each builder then exports, or fails, on its own and says why)."""
+    from .onnx.build import export_for_runtimes
+
+    try:
+        return export_for_runtimes(gm, inputs, signature.dynamic_shapes())
+    except Exception:
+        log.debug("shared ONNX export failed", exc_info=True)
+        return None
+
+
+def _cases(verifier: "Verifier") -> list[tuple[tuple, list]]:
+    """(inputs, flat eager outputs) pairs, as the ONNX stage checks each pass on them: the example,
+    a variant and the cheap probes (the runtime as a whole is then checked on every set)."""
+    return [(x, pytree.tree_leaves(ref)) for x, ref in zip(verifier.inputs, verifier.reference_outputs)]
+
+
+# ── precision="auto" ──
+
+# The default bar for precision="auto": the worst output's max |out - eager fp32| / max |eager fp32|
+# (Comparison.relative_error), over every verification input set. bf16 with fp32 normalisations measures 2e-3 to 5e-3 on BERT
+# and ResNet-50; int8 dynamic quantisation about 2e-2, so int8 needs a looser tolerance asked for.
+DEFAULT_TOLERANCE = 1e-2
+
+
+def check_precision_request(device, backend: str, split: bool, tolerance: float | None) -> float:
+    """``precision="auto"``'s settings, checked before any work; returns the tolerance."""
+    if device.type != "cpu" or split:
+        raise UserInputError("--precision auto chooses among the CPU's precisions (fp32, bf16, int8) for one graph: "
+                             "use it with --device cpu and without --stages/--devices/--branches, or name a precision")
+    if tolerance is None:
+        return DEFAULT_TOLERANCE
+    if not 0 < tolerance < 1:
+        raise UserInputError(f"--tolerance is a relative error between 0 and 1 (such as 0.01), got {tolerance}")
+    return float(tolerance)
+
+
+def choose_precision(gm, inputs, backend: str, device, ctx: PassContext, stage_pass: dict, signature: Signature,
+                     reference: "Verifier", report: dict, progress, tolerance: float):
+    """``precision="auto"``: fp32 (the runtime :func:`select_runtime` keeps for ``backend``), then
+    each lower precision this CPU and ``backend`` have (bf16 in OpenVINO and in PyTorch on CPUs
+    with native bf16; int8 in ONNX Runtime), each checked against eager fp32 on every input set.
+    The fastest whose relative error is within ``tolerance`` is kept, timed interleaved against
+    the others; ``report["precision_candidates"]`` gives each one's latency, error and why it was
+    kept or not. Returns (runtime, the graph to save as model.pt2). ``gm`` is the fp32 graph.
+    """
+    from .verify import tolerance_for_precision
+
+    report["precision"] = "fp32"
+    exports: dict = {}
+    fp32_checker = reference.with_tolerance(tolerance_for_precision("fp32"))
+    runner = select_runtime(gm, inputs, backend, device, ctx, stage_pass, signature, fp32_checker, report, progress,
+                            exports=exports)
+    fp32_error = _runtime_error(report)
+    candidates = [_Candidate("fp32", report["backend"], runner, gm, fp32_error, {})]
+    for precision, name, build in _lower_precision_builds(backend, device, report):
+        progress(f"building {name} at {precision} for --precision auto")
+        sub = {"precision": precision}
+        checker = reference.with_tolerance(tolerance_for_precision(precision))
+        candidate_ctx = PassContext(device=device, precision=precision, example_inputs=inputs)
+        built, graph, why = build(gm, inputs, device, candidate_ctx, stage_pass, signature, checker, sub, progress,
+                                  exports.get("onnx"))
+        error = (sub.get("verification") or (sub.get("onnx") or {}).get("verification")
+                 or (sub.get("openvino") or {}).get("verification"))
+        candidate = _Candidate(precision, name, built, graph, error, sub, why)
+        if built is not None and error and error["relative_error"] > tolerance:
+            candidate.why = f"relative error {error['relative_error']:.2g} is above the tolerance {tolerance:g}"
+            candidate.runtime = None
+        candidates.append(candidate)
+    exports.clear()
+    usable = [c for c in candidates if c.runtime is not None]
+    if len(usable) > 1:
+        from .timing import compare_latency
+        from .verify import verification_inputs
+
+        progress("timing " + " vs ".join(c.label for c in usable))
+        timings = compare_latency({c.label: c.runtime for c in usable}, verification_inputs(inputs, count=1, seed=5),
+                                  seconds=0.5 * len(usable), device=device)
+        for c in usable:
+            c.median_ms = timings[c.label].median_ms
+    chosen = min(usable, key=lambda c: c.median_ms if c.median_ms is not None else 0.0)
+    report["precision_candidates"] = [c.as_dict(c is chosen, tolerance) for c in candidates]
+    report["precision"] = chosen.precision
+    report["precision_tolerance"] = tolerance
+    if chosen.precision != "fp32":
+        report["backend"] = chosen.backend
+        report.pop("backend_choice", None)  # that timing chose among the fp32 runtimes
+        for key in ("onnx", "openvino", "runtime_lowering"):
+            if key in chosen.sub:
+                report[key] = chosen.sub[key]
+    return chosen.runtime, chosen.graph
+
+
+@dataclass
+class _Candidate:
+    """One (precision, backend) of precision="auto": its runtime (None when not usable), the graph
+    model.pt2 would hold, its check against eager fp32, its report sections, why it is not usable."""
+
+    precision: str
+    backend: str
+    runtime: object
+    graph: object
+    error: dict | None
+    sub: dict
+    why: str | None = None
+    median_ms: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+    def as_dict(self, chosen: bool, tolerance: float) -> dict:
+        if chosen:
+            reason = "the fastest within the tolerance" if self.median_ms is not None else "the only one within it"
+        elif self.runtime is None:
+            reason = self.why or "not built"
+        else:
+            reason = "slower"
+        error = self.error or {}
+        return {"precision": self.precision, "backend": self.backend,
+                "median_ms": None if self.median_ms is None else round(self.median_ms, 3),
+                "max_abs_error": error.get("max_abs_error"), "max_rel_error": error.get("relative_error"),
+                "chosen": chosen, "reason": reason}
+
+
+def _runtime_error(report: dict) -> dict | None:
+    """The check against eager of the runtime ``report["backend"]`` names."""
+    backend = report.get("backend") or ""
+    if backend.startswith("onnxruntime"):
+        return (report.get("onnx") or {}).get("verification")
+    if backend == "openvino":
+        return (report.get("openvino") or {}).get("verification")
+    return report.get("verification")
+
+
+def _lower_precision_builds(backend: str, device, report: dict) -> list:
+    """(precision, backend, build) for each lower precision ``backend`` has on this CPU."""
+    builds = []
+    native_bf16 = cpu_has_native_bf16()
+    if not native_bf16:
+        report["warnings"].append("this CPU has no native bf16 (avx512_bf16/amx_bf16): --precision auto tries fp32 "
+                                  "and int8 only")
+    if native_bf16 and backend in ("auto", "openvino") and _openvino_candidate(device, "bf16", {}):
+        builds.append(("bf16", "openvino", _build_openvino_candidate))
+    if native_bf16 and backend in ("auto", "torch"):
+        builds.append(("bf16", "torch", _build_torch_bf16))
+    if backend in ("auto", "onnxruntime"):
+        builds.append(("int8", "onnxruntime", _build_ort_candidate))
+    return builds
+
+
+def _build_openvino_candidate(gm, inputs, device, ctx, stage_pass, signature, checker, sub, progress, exported):
+    runtime, why = _openvino(gm, inputs, ctx.precision, signature, checker, sub, progress, exported)
+    return runtime, gm, why
+
+
+def _build_ort_candidate(gm, inputs, device, ctx, stage_pass, signature, checker, sub, progress, exported):
+    runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, sub, progress, exported)
+    return runtime, gm, sub.get("backend_fallback")
+
+
+def _build_torch_bf16(gm, inputs, device, ctx, stage_pass, signature, checker, sub, progress, exported):
+    """The fp32 graph through the graph stage's precision passes (lower_precision and the cleanup
+    after it) at bf16, then the lowering stage: the PyTorch runtime at bf16."""
+    from .pass_manager import PassManager
+
+    names = [p.name for p in stage_pass[GRAPH]]
+    if PRECISION_PASS not in names:
+        return None, None, f"{PRECISION_PASS} is not in the graph stage (--passes/--disable)"
+    tail = stage_pass[GRAPH][names.index(PRECISION_PASS):]
+    per_pass = checker.take(per_pass_indices(checker))
+    low, records = PassManager(tail, on_progress=progress).run(gm, ctx, per_pass)
+    if not any(r.name == PRECISION_PASS and r.status == "fired" for r in records):
+        return None, None, f"{PRECISION_PASS} did not lower the graph ({records[0].reason or 'no change'})"
+    lowered, lowering = lower(low, device, inputs, stage_pass[LOWERING], signature, progress, ctx.refusals)
+    runtime = TorchRuntime(lowered, device, inputs)
+    comparison, _ = checker.check(runtime)
+    sub["verification"] = comparison.as_dict()
+    sub["runtime_lowering"] = [r.as_dict() for r in lowering]
+    if not comparison.ok:
+        return None, None, f"the bf16 graph disagrees with eager ({comparison.message})"
+    return runtime, low, None
+
+
+__all__ = ["select_runtime", "check_openvino_request", "check_precision_request", "choose_precision",
+           "DEFAULT_TOLERANCE"]

@@ -1,0 +1,87 @@
+"""precision="auto": fp32, bf16 and int8 each checked against eager fp32, the fastest within the
+tolerance kept, every candidate's latency and error in the report, at every call's shape."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import accelc
+from accelc import api
+from accelc.backends import DEFAULT_TOLERANCE
+from accelc.errors import UserInputError
+from test_bench import load_sample
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return load_sample("mlp")
+
+
+@pytest.fixture(scope="module")
+def mlp_auto(mlp):
+    model, inputs = mlp
+    return accelc.accelerate(model, inputs, precision="auto")
+
+
+def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out - ref).abs().max() / ref.abs().max())
+
+
+def test_keeps_the_fastest_candidate_within_the_default_tolerance(mlp, mlp_auto):
+    model, inputs = mlp
+    report = mlp_auto.report
+    candidates = report["precision_candidates"]
+    assert report["precision_tolerance"] == DEFAULT_TOLERANCE
+    assert candidates[0]["precision"] == "fp32" and {"int8"} <= {c["precision"] for c in candidates}
+    if api.cpu_has_native_bf16():
+        assert "bf16" in {c["precision"] for c in candidates}
+    (kept,) = [c for c in candidates if c["chosen"]]
+    assert report["precision"] == kept["precision"] and report["backend"] == kept["backend"]
+    assert kept["max_rel_error"] <= DEFAULT_TOLERANCE
+    timed = [c for c in candidates if c["median_ms"] is not None]
+    assert kept in timed and kept["median_ms"] == min(c["median_ms"] for c in timed)
+    for c in candidates:
+        assert c["reason"] and (c["chosen"] or c["reason"] == "slower" or "tolerance" in c["reason"]
+                                or "unavailable" in c["reason"] or "disagrees" in c["reason"]), c
+    # Within the tolerance at other batch sizes too, not only at the example.
+    for batch in (1, 3, 8):
+        x = torch.randn(batch, *inputs[0].shape[1:])
+        with torch.inference_mode():
+            ref = model(x)
+        assert _relative_error(mlp_auto(x), ref) <= 2 * DEFAULT_TOLERANCE
+
+
+def test_the_artifact_runs_what_was_kept(mlp, mlp_auto, tmp_path):
+    model, inputs = mlp
+    mlp_auto.save(str(tmp_path / "out"))
+    loaded = accelc.load(str(tmp_path / "out"))
+    assert loaded.report["precision"] == mlp_auto.report["precision"]
+    x = torch.randn(4, *inputs[0].shape[1:])
+    with torch.inference_mode():
+        ref = model(x)
+    torch.testing.assert_close(loaded(x), mlp_auto(x), rtol=1e-5, atol=1e-6)
+    assert _relative_error(loaded(x), ref) <= 2 * DEFAULT_TOLERANCE
+
+
+def test_a_tolerance_no_lower_precision_meets_keeps_fp32(mlp):
+    model, inputs = mlp
+    fast = accelc.accelerate(model, inputs, backend="onnxruntime", precision="auto", tolerance=1e-7)
+    assert fast.report["precision"] == "fp32" and fast.report["backend"] == "onnxruntime"
+    (int8,) = [c for c in fast.report["precision_candidates"] if c["precision"] == "int8"]
+    assert not int8["chosen"] and int8["reason"].startswith("relative error") and "above the tolerance 1e-07" in int8["reason"]
+    x = torch.randn(2, *inputs[0].shape[1:])
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"tolerance": 0.1}, "--tolerance is the error --precision auto may accept"),
+    ({"precision": "auto", "tolerance": 0}, "between 0 and 1"),
+    ({"precision": "auto", "branches": 2}, "--precision auto chooses among the CPU's precisions"),
+])
+def test_bad_settings_are_refused_before_any_work(mlp, monkeypatch, options, message):
+    monkeypatch.setattr(api, "run_eagerly", lambda *a, **k: pytest.fail("the model ran before the arguments were checked"))
+    model, inputs = mlp
+    with pytest.raises(UserInputError, match=message):
+        accelc.accelerate(model, inputs, **options)
