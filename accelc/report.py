@@ -547,17 +547,22 @@ def _precision_section(report: dict) -> str:
         ms, err = c.get("median_ms"), c.get("max_abs_error")
         rows.append((kept, [
             f"<td>{_e(c.get('precision'))}</td>",
+            f"<td>{_e(c.get('backend') or '—')}</td>",
             f"<td class='num'>{_bar((ms or 0.0) / slowest)}{_e(_fmt_ms(ms) or '—')}</td>",
             f"<td class='num'>{_bar((err or 0.0) / worst, 'err')}{_e(_fmt_err(err) or '—')}</td>",
             f"<td class='num'>{_e(_fmt_err(c.get('max_rel_error')) or '—')}</td>",
             f"<td class='{'fired' if kept else 'muted'}'>{'✓ kept' if kept else 'not kept'}</td>",
             f"<td>{_e(_one_line(c['reason']) if c.get('reason') else ('kept' if kept else '—'))}</td>",
         ]))
-    columns = ["precision", "median latency", "max abs error", "max rel error", "kept", "why"]
+    columns = ["precision", "backend", "median latency", "max abs error", "max rel error", "kept", "why"]
     head = "".join(f"<th>{h}</th>" for h in columns)
     body = "".join(f"<tr class='{'kept' if kept else ''}'>{''.join(cells)}</tr>" for kept, cells in rows)
-    return ("<h2>Precision candidates</h2><p>Each precision tried, its latency and its error against eager; "
-            f"bars are scaled to the slowest and the least exact candidate.</p><table><tr>{head}</tr>{body}</table>")
+    tolerance = report.get("precision_tolerance")
+    bar = (f" The fastest whose relative error (max |out − eager| / max |eager|) is at most {_e(tolerance)} is kept."
+           if tolerance is not None else "")
+    return ("<h2>Precision candidates</h2><p>Each precision tried, its latency and its error against eager fp32; "
+            f"bars are scaled to the slowest and the least exact candidate.{bar}</p>"
+            f"<table><tr>{head}</tr>{body}</table>")
 
 
 # -- 8. ONNX Runtime, 9. partition plan and timeline, 10. fingerprint -------------------------
