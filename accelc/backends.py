@@ -61,8 +61,7 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
         return torch_runtime
     precision = report["precision"]
     fp32_gm = gm if fp32_gm is None else fp32_gm
-    candidates = [backend] if backend != "auto" else ["onnxruntime"] + (["openvino"] if _openvino_candidate(
-        device, precision, report) else [])
+    candidates = [backend] if backend != "auto" else _auto_candidates(device, precision, report)
     shared = (exports or {}).get("onnx")
     if shared is None and ({"onnxruntime", "openvino"} <= set(candidates) or exports is not None) and fp32_gm is gm:
         progress("exporting to ONNX")
@@ -160,6 +159,19 @@ def _openvino(fp32_gm, inputs, precision: str, signature: Signature, checker: "V
     if not comparison.ok:
         return None, f"OpenVINO disagrees with eager ({comparison.message})"
     return runtime, None
+
+
+def _auto_candidates(device, precision: str, report: dict) -> list[str]:
+    """The runtimes ``auto`` builds beside PyTorch's: ONNX Runtime (not at bf16 on the CPU, where
+    its CPU provider has no bf16 kernels), and OpenVINO where :func:`_openvino_candidate` says."""
+    names = []
+    if precision == "bf16" and device.type == "cpu":
+        report.setdefault("auto_left_out", {})["onnxruntime"] = "its CPU provider has no bf16 kernels"
+    else:
+        names.append("onnxruntime")
+    if _openvino_candidate(device, precision, report):
+        names.append("openvino")
+    return names
 
 
 def _openvino_candidate(device, precision: str, report: dict) -> bool:

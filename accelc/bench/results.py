@@ -27,7 +27,8 @@ class SystemResult:
     build_s: float | None = None
     memory: dict = field(default_factory=dict)
     max_abs_error: float | None = None
-    max_rel_error: float | None = None
+    max_rel_error: float | None = None  # max abs error / max(1, max |eager|) (accelc.verify)
+    relative_error: float | None = None  # max abs error / max |eager|, the worst output's
     within_tolerance: bool | None = None
     note: str = ""
 

@@ -22,7 +22,7 @@ import torch._dynamo
 
 from ..errors import UserInputError
 from ..timing import measure_interleaved
-from ..verify import compare_outputs, tolerance, verification_inputs
+from ..verify import compare_outputs, tolerance_for_precision, verification_inputs
 from .memory import MemoryProbe, OtherLoad
 from .ort import _short_reason
 from .results import BenchResult, ProgressBar, SystemResult, print_table
@@ -43,15 +43,12 @@ PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.
 
 
 def _tolerance_for(precision: str):
-    if precision == "fp32":
-        return tolerance
-    lowered = PRECISION_DTYPES[precision]
-    return lambda dtype: tolerance(lowered) if dtype.is_floating_point else tolerance(dtype)
+    return tolerance_for_precision(precision)
 
 
 def _looser_precision(a: str, b: str | None) -> str:
     """Of the bench's precision and a system's own, the one with the looser tolerance."""
-    order = ("fp32", "fp16", "bf16")
+    order = ("fp32", "fp16", "bf16", "int8")
     return a if b not in order or order.index(a) >= order.index(b) else b
 
 
@@ -239,7 +236,7 @@ def _build_one(name, builder, ctx: BenchContext, probe: MemoryProbe, references:
         memory = {"build_peak_mb": probe.peak_mb(), "retained_mb": probe.retained_mb()}
         if probe.cuda:
             memory["device_used_mb"] = probe.device_used_mb()
-        worst_abs = worst_rel = 0.0
+        worst_abs = worst_rel = worst_relative = 0.0
         within = True
         if system.precision is not None:  # a system that runs at its own precision (bf16, say)
             tol = _tolerance_for(_looser_precision(ctx.precision, system.precision))
@@ -248,6 +245,7 @@ def _build_one(name, builder, ctx: BenchContext, probe: MemoryProbe, references:
                 raw = first if i == 0 else system.run(*system.inputs[i])
                 cmp = compare_outputs(_to_cpu(system.outputs(raw)), ref, tol)
                 worst_abs, worst_rel = max(worst_abs, cmp.max_abs_error), max(worst_rel, cmp.max_rel_error)
+                worst_relative = max(worst_relative, cmp.relative_error)
                 within = within and cmp.ok
                 if not cmp.ok and not math.isfinite(cmp.max_abs_error):
                     raise RuntimeError(f"outputs do not match eager's: {cmp.message}")
@@ -265,7 +263,8 @@ def _build_one(name, builder, ctx: BenchContext, probe: MemoryProbe, references:
         return SystemResult(name, "failed", reason=_short_reason(exc)), None
     return SystemResult(
         name, "ok", build_s=round(build_s, 3), memory=memory, max_abs_error=_finite(worst_abs),
-        max_rel_error=_finite(worst_rel), within_tolerance=within, note=system.note,
+        max_rel_error=_finite(worst_rel), relative_error=_finite(worst_relative), within_tolerance=within,
+        note=system.note,
     ), system
 
 

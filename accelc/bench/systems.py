@@ -32,8 +32,12 @@ SYSTEM_GROUPS: dict[str, tuple[str, ...]] = {
     "accelc": ("accelc-torch", "accelc-onnxruntime", "accelc-openvino"),
     # The same builds with every size pinned to the example's (dynamic=False): what dynamic shapes cost.
     "accelc-static": ("accelc-torch-static", "accelc-onnxruntime-static"),
+    # accelc as a user would run it (backend auto) at each precision: fp32 (the bench's), bf16,
+    # --precision auto at its default tolerance, int8 (ONNX Runtime's dynamic quantisation).
+    "accelc-precisions": ("accelc-auto", "accelc-bf16", "accelc-precision-auto", "accelc-int8"),
 }
-DEFAULT_SYSTEMS: tuple[str, ...] = tuple(g for g in SYSTEM_GROUPS if g != "accelc-static")  # that one on request
+ACCELC_PRECISIONS: dict[str, str] = {"accelc-bf16": "bf16", "accelc-precision-auto": "auto", "accelc-int8": "int8"}
+DEFAULT_SYSTEMS: tuple[str, ...] = tuple(g for g in SYSTEM_GROUPS if g not in ("accelc-static", "accelc-precisions"))
 ACCELC_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 
 # model_type values from transformers configs that onnxruntime.transformers optimises under
@@ -166,7 +170,9 @@ def _build_openvino(ctx: BenchContext, f32: bool) -> Built:
                  precision=None if chosen == "fp32" else chosen)
 
 
-def _build_accelc(ctx: BenchContext, backend: str, dynamic: bool | None = None) -> Built:
+def _build_accelc(ctx: BenchContext, backend: str, dynamic: bool | None = None, precision: str | None = None) -> Built:
+    """accelc on ``backend`` at the bench's precision, or at ``precision`` (bf16, int8, auto: the
+    accelc-PRECISION rows, whose errors are judged by the precision that runs)."""
     from ..api import accelerate
 
     if backend == "openvino":
@@ -177,15 +183,19 @@ def _build_accelc(ctx: BenchContext, backend: str, dynamic: bool | None = None) 
             raise SystemUnavailable(why)
 
     try:
-        fast = accelerate(ctx.model, ctx.fp32_inputs[0], backend=backend, device=ctx.device, precision=ctx.precision,
-                          dynamic=dynamic)
+        fast = accelerate(ctx.model, ctx.fp32_inputs[0], backend=backend, device=ctx.device,
+                          precision=precision or ctx.precision, dynamic=dynamic)
     except ImportError as exc:  # the backend's runtime is not installed; any other error is a failure
         raise SystemUnavailable(_short_reason(exc)) from exc
-    note = ""
-    if fast.report.get("fallback"):
-        note = f"fell back to eager: {fast.report['fallback']}"
+    report = fast.report
+    note = f"{report.get('backend')} at {report.get('precision')}" if precision or backend == "auto" else ""
+    if report.get("fallback"):
+        note = f"fell back to eager: {report['fallback']}"
+    elif report.get("backend_fallback"):
+        note += f" ({report['backend_fallback']})"
+    runs_at = report.get("precision") if report.get("precision") != ctx.precision else None
     # accelc takes the fp32 model and lowers precision itself, so it gets the fp32 inputs.
-    return Built(fast, ctx.fp32_inputs, note=note)
+    return Built(fast, ctx.fp32_inputs, note=note, precision=runs_at)
 
 
 def _ort_model_type(model: torch.nn.Module) -> tuple[str, int, int]:
@@ -267,6 +277,9 @@ def _builders(names: list[str]) -> dict[str, Callable[[BenchContext], Built]]:
         "openvino-f32": lambda ctx: _build_openvino(ctx, f32=True),
         "openvino": lambda ctx: _build_openvino(ctx, f32=False),
     }
+    table["accelc-auto"] = lambda ctx: _build_accelc(ctx, "auto")
+    for name, precision in ACCELC_PRECISIONS.items():
+        table[name] = lambda ctx, p=precision: _build_accelc(ctx, "auto", precision=p)
     for backend in _accelc_backends():
         table[f"accelc-{backend}"] = lambda ctx, b=backend: _build_accelc(ctx, b)
         table[f"accelc-{backend}-static"] = lambda ctx, b=backend: _build_accelc(ctx, b, dynamic=False)
