@@ -64,7 +64,8 @@ def mlp_result():
 def test_every_system_has_a_row(mlp_result):
     names = [s.name for s in mlp_result.systems]
     assert names == ["eager", "compile", "compile-bf16", "onnxruntime", "ort-transformers-dynamo",
-                     "ort-transformers-torchscript", "openvino-f32", "openvino", "accelc-torch", "accelc-onnxruntime"]
+                     "ort-transformers-torchscript", "openvino-f32", "openvino", "accelc-torch", "accelc-onnxruntime",
+                     "accelc-openvino"]
     for name in ("eager", "compile", "onnxruntime", "accelc-torch"):
         _check_ok_entry(mlp_result.entry(name), batch=1)
     assert mlp_result.entry("eager").max_abs_error == 0
@@ -163,7 +164,7 @@ def test_bench_main_writes_json(tmp_path, capsys):
                               precision="fp32", max_autotune=False, seconds=0.2)
     assert bench.bench_main(args) == 0
     data = json.loads(out.read_text())
-    assert [s["name"] for s in data["systems"]] == ["eager", "accelc-torch", "accelc-onnxruntime"]
+    assert [s["name"] for s in data["systems"]] == ["eager", "accelc-torch", "accelc-onnxruntime", "accelc-openvino"]
     assert "median ms" in capsys.readouterr().out
 
 

@@ -198,3 +198,16 @@ def test_settings_it_cannot_run_are_refused_before_any_work(mlp, monkeypatch, op
     model, inputs = mlp
     with pytest.raises(UserInputError, match=message):
         accelc.accelerate(model, inputs, backend="openvino", **options)
+
+
+@needs_openvino
+def test_report_and_summary_say_openvino_runs(mlp_openvino):
+    from accelc.cli import summary_rows
+    from accelc.report import render_html
+
+    page = render_html(mlp_openvino.report)
+    assert "openvino: OpenVINO&#x27;s CPU plugin runs the graph stage&#x27;s output at fp32" in page
+    assert "<h2>OpenVINO</h2>" in page and "OpenVINO vs eager (the runtime that runs)" in page
+    rows = dict(summary_rows(mlp_openvino.report))
+    assert rows["backend"] == "openvino" and rows["max error"].startswith(
+        f"{mlp_openvino.report['openvino']['verification']['max_abs_error']:.3g} abs (ok")
