@@ -208,9 +208,11 @@ def _cases(verifier: "Verifier") -> list[tuple[tuple, list]]:
 # ── precision="auto" ──
 
 # The default bar for precision="auto": the worst output's max |out - eager fp32| / max |eager fp32|
-# (Comparison.relative_error), over every verification input set. bf16 with fp32 normalisations measures 2e-3 to 5e-3 on BERT
-# and ResNet-50; int8 dynamic quantisation about 2e-2, so int8 needs a looser tolerance asked for.
-DEFAULT_TOLERANCE = 1e-2
+# (Comparison.relative_error), over every verification input set. Measured on the samples
+# (benchmarks/results/precision-cpu.json): bf16 with fp32 normalisations 2.7e-3 (multi-branch
+# CNN) to 1.2e-2 (BERT-base), OpenVINO's own bf16 the same; int8 dynamic quantisation 3e-3 on the
+# CNNs but 5.6e-2 on BERT. So the default takes bf16 everywhere and int8 where it is as exact.
+DEFAULT_TOLERANCE = 2e-2
 
 
 def check_precision_request(device, backend: str, split: bool, tolerance: float | None) -> float:

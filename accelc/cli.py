@@ -91,7 +91,7 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
                    help="run independent branches (multi-branch blocks, parallel heads) concurrently on N threads")
     p.add_argument("--tolerance", type=float, default=None, metavar="REL",
                    help="with --precision auto: the largest relative error (max |out - eager| / max |eager|) a "
-                        "lower precision may have (default: 0.01)")
+                        "lower precision may have (default: 0.02)")
 
 
 def build_parser() -> argparse.ArgumentParser:

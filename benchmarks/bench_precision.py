@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="timing budget per sample and batch")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=OUT)
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="a subset of the columns, to rerun some")
     parser.add_argument("--small", action="store_true", help="the samples' small configs (a quick check of the script)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
         model = sample_model(module, small=args.small)
         for batch in (int(b) for b in args.batches.split(",")):
             inputs = sample_inputs(module, small=args.small, batch=batch)
-            result = run_bench(model, inputs, model_name=name, systems=SYSTEMS, seconds=args.seconds)
+            result = run_bench(model, inputs, model_name=name, systems=args.systems.split(","), seconds=args.seconds)
             runs.append({"sample": name, "batch": batch, "systems": [_row(s) for s in result.systems]})
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
             _write(args.out, runs, args, time.perf_counter() - start)
@@ -83,7 +84,10 @@ def table(runs: list, threads: int, seconds: float) -> str:
         cells, by_name = [], {s["name"]: s for s in run["systems"]}
         for name in SYSTEMS:
             s = by_name.get(name)
-            if s is None or s["status"] != "ok":
+            if s is None:
+                cells.append("–")
+                continue
+            if s["status"] != "ok":
                 cells.append(f"{s['status'] if s else 'missing'}: {(s or {}).get('reason', '')[:60]}")
                 continue
             error = "0" if not s["relative_error"] else f"{s['relative_error']:.1e}"
