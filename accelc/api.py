@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from . import __version__
-from .backends import check_openvino_request, check_precision_request, choose_precision, select_runtime
+from .backends import (RUNTIME_WORDS, auto_candidates, check_openvino_request, check_precision_request, choose_precision,
+                       select_runtime)
 from .capture import capture, count_compute_nodes
 from .errors import ModelRunError, UserInputError
 from .loader import normalize_inputs
@@ -107,10 +108,10 @@ def accelerate(
     dev = resolve_device(device)
     for stage_device in devices or ():
         resolve_device(stage_device)  # a device that is not there is the user's error now, not after capture
-    if precision == "int8" and (backend == "torch" or dev.type != "cpu" or stages or devices or branches):
+    split = bool(stages or devices or branches)
+    if precision == "int8" and (backend == "torch" or dev.type != "cpu" or split):
         raise UserInputError("--precision int8 is ONNX Runtime's dynamic quantisation on the CPU: use it with "
                              "--backend onnxruntime (or auto) on --device cpu, without --stages/--devices/--branches")
-    split = bool(stages or devices or branches)
     if backend == "openvino":
         check_openvino_request(dev, precision, split)
     if precision == "auto":
@@ -122,8 +123,8 @@ def accelerate(
     # Every pass a stage will run is loaded now, before any capture: a bad name or a broken plugin
     # is the user's error at once, not after minutes of work.
     stage_pass = {GRAPH: stage_passes(registry, pipeline, GRAPH), LOWERING: stage_passes(registry, pipeline, LOWERING),
-                  ONNX: stage_passes(registry, pipeline, ONNX) if backend in ("auto", "onnxruntime")
-                  and not (stages or devices or branches) else []}
+                  ONNX: stage_passes(registry, pipeline, ONNX) if backend in ("auto", "onnxruntime") and not split
+                  else []}
     inputs = to_device(normalize_inputs(inputs), dev)
     if microbatches > 1:
         microbatch_inputs(inputs, microbatches)  # validates the split before any work
@@ -257,11 +258,8 @@ def _dry_run(model, gm, inputs, backend: str, device, ctx: PassContext, pipeline
         dry["openvino"] = ("OpenVINO would convert the graph stage's fp32 output (its ONNX export) and compile it "
                            f"for its CPU plugin at {report['precision']}, then check it against eager")
     if backend == "auto":
-        from .onnx.to_openvino import openvino_available
-
-        with_openvino = device.type == "cpu" and report["precision"] in ("fp32", "bf16") and not openvino_available()
-        runtimes = "the PyTorch runtime, ONNX Runtime and OpenVINO" if with_openvino else \
-            "the PyTorch runtime and ONNX Runtime"
+        names = ["torch"] + auto_candidates(device, graph_precision(report["precision"]), report)
+        runtimes = ", ".join(RUNTIME_WORDS[n] for n in names)
         dry["auto"] = (f"auto would build {runtimes}, check each against eager on every input set, and keep the "
                        "fastest in an interleaved timing")
     report["dry_run"] = dry

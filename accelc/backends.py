@@ -61,7 +61,7 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
         return torch_runtime
     precision = report["precision"]
     fp32_gm = gm if fp32_gm is None else fp32_gm
-    candidates = [backend] if backend != "auto" else _auto_candidates(device, precision, report)
+    candidates = [backend] if backend != "auto" else auto_candidates(device, precision, report)
     shared = (exports or {}).get("onnx")
     if shared is None and ({"onnxruntime", "openvino"} <= set(candidates) or exports is not None) and fp32_gm is gm:
         progress("exporting to ONNX")
@@ -94,7 +94,7 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
         from .timing import compare_latency
         from .verify import verification_inputs
 
-        progress("timing " + " vs ".join(_RUNTIME_WORDS[name] for name in built))
+        progress("timing " + " vs ".join(RUNTIME_WORDS[name] for name in built))
         timings = compare_latency(built, verification_inputs(inputs, count=1, seed=5), seconds=0.5 * len(built),
                                   device=device)
         chosen = min(timings, key=lambda name: timings[name].median_ms)
@@ -107,7 +107,7 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     return built[chosen]
 
 
-_RUNTIME_WORDS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+RUNTIME_WORDS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
 def _onnxruntime(gm, inputs, device, ctx: PassContext, stage_pass: dict, signature: Signature, checker: "Verifier",
@@ -161,7 +161,7 @@ def _openvino(fp32_gm, inputs, precision: str, signature: Signature, checker: "V
     return runtime, None
 
 
-def _auto_candidates(device, precision: str, report: dict) -> list[str]:
+def auto_candidates(device, precision: str, report: dict) -> list[str]:
     """The runtimes ``auto`` builds beside PyTorch's: ONNX Runtime (not at bf16 on the CPU, where
     its CPU provider has no bf16 kernels), and OpenVINO where :func:`_openvino_candidate` says."""
     names = []
@@ -252,8 +252,7 @@ def choose_precision(gm, inputs, backend: str, device, ctx: PassContext, stage_p
         candidate_ctx = PassContext(device=device, precision=precision, example_inputs=inputs)
         built, graph, why = build(gm, inputs, device, candidate_ctx, stage_pass, signature, checker, sub, progress,
                                   exports.get("onnx"))
-        error = (sub.get("verification") or (sub.get("onnx") or {}).get("verification")
-                 or (sub.get("openvino") or {}).get("verification"))
+        error = _runtime_error(sub | {"backend": name})
         candidate = _Candidate(precision, name, built, graph, error, sub, why)
         if built is not None and error and error["relative_error"] > tolerance:
             candidate.why = f"relative error {error['relative_error']:.2g} is above the tolerance {tolerance:g}"
@@ -271,7 +270,7 @@ def choose_precision(gm, inputs, backend: str, device, ctx: PassContext, stage_p
         for c in usable:
             c.median_ms = timings[c.label].median_ms
     chosen = min(usable, key=lambda c: c.median_ms if c.median_ms is not None else 0.0)
-    report["precision_candidates"] = [c.as_dict(c is chosen, tolerance) for c in candidates]
+    report["precision_candidates"] = [c.as_dict(c is chosen) for c in candidates]
     report["precision"] = chosen.precision
     report["precision_tolerance"] = tolerance
     if chosen.precision != "fp32":
@@ -301,7 +300,7 @@ class _Candidate:
     def label(self) -> str:
         return f"{self.backend} {self.precision}"
 
-    def as_dict(self, chosen: bool, tolerance: float) -> dict:
+    def as_dict(self, chosen: bool) -> dict:
         if chosen:
             reason = "the fastest within the tolerance" if self.median_ms is not None else "the only one within it"
         elif self.runtime is None:
@@ -374,5 +373,5 @@ def _build_torch_bf16(gm, inputs, device, ctx, stage_pass, signature, checker, s
     return runtime, low, None
 
 
-__all__ = ["select_runtime", "check_openvino_request", "check_precision_request", "choose_precision",
-           "DEFAULT_TOLERANCE"]
+__all__ = ["select_runtime", "auto_candidates", "RUNTIME_WORDS", "check_openvino_request", "check_precision_request",
+           "choose_precision", "DEFAULT_TOLERANCE"]

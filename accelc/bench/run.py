@@ -42,10 +42,6 @@ SETTLE_SECONDS = 0.03
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def _tolerance_for(precision: str):
-    return tolerance_for_precision(precision)
-
-
 def _looser_precision(a: str, b: str | None) -> str:
     """Of the bench's precision and a system's own, the one with the looser tolerance."""
     order = ("fp32", "fp16", "bf16", "int8")
@@ -148,7 +144,7 @@ def run_bench(
     results: dict[str, SystemResult] = {}
     built: dict[str, Built] = {}
     probe = MemoryProbe(dev)
-    tol = _tolerance_for(precision)
+    tol = tolerance_for_precision(precision)
     with tempfile.TemporaryDirectory(prefix="accelc-bench-") as tmpdir:
         ctx = BenchContext(ref_model, eager_model, fp32_sets,
                            [_cast_inputs(x, dev, dtype) for x in fp32_sets], dev, precision, tmpdir, threads)
@@ -239,7 +235,7 @@ def _build_one(name, builder, ctx: BenchContext, probe: MemoryProbe, references:
         worst_abs = worst_rel = worst_relative = 0.0
         within = True
         if system.precision is not None:  # a system that runs at its own precision (bf16, say)
-            tol = _tolerance_for(_looser_precision(ctx.precision, system.precision))
+            tol = tolerance_for_precision(_looser_precision(ctx.precision, system.precision))
         with torch.inference_mode():
             for i, ref in enumerate(references):
                 raw = first if i == 0 else system.run(*system.inputs[i])

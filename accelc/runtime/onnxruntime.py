@@ -29,6 +29,7 @@ from ..errors import ArtifactError
 from ..onnx.export import save_model
 
 from ..onnx.session import open_session
+from .arrays import to_numpy
 
 MODEL_FILE = "model.onnx"
 META_FILE = "onnx_runtime.json"
@@ -112,7 +113,7 @@ class OrtRuntime(torch.nn.Module):
                 if args[i].shape != shape:
                     run = self._dynamic_run or self._open_dynamic_session()
                     break
-        outs = run(self.output_names, {n: _to_numpy(args[i]) for n, i in self._feeds})
+        outs = run(self.output_names, {n: to_numpy(args[i]) for n, i in self._feeds})
         return self._pack([torch.from_numpy(o) for o in outs])  # ORT returns fresh C-contiguous arrays
 
     def _open_dynamic_session(self):
@@ -239,16 +240,6 @@ def is_static(meta: dict) -> bool:
     if "dynamic_axes" in meta:
         return not any(meta["dynamic_axes"].values())
     return bool(meta.get("static"))
-
-
-def _to_numpy(x):
-    if type(x) is torch.Tensor and x.is_cpu and not x.requires_grad and x.is_contiguous():
-        return x.numpy()  # the common case, and the cheapest: a view, no copy
-    if isinstance(x, torch.Tensor):
-        if x.is_cpu:
-            return x.detach().contiguous().numpy()
-        return x.detach().cpu().contiguous().numpy()
-    return np.asarray(x)
 
 
 __all__ = ["OrtRuntime", "load_onnx_runtime", "is_static", "MODEL_FILE", "META_FILE"]

@@ -33,6 +33,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from ..errors import ArtifactError
+from .arrays import to_numpy
 
 MODEL_XML = "model.xml"
 MODEL_BIN = "model.bin"
@@ -98,7 +99,7 @@ class OpenVinoRuntime(torch.nn.Module):
         # them alive for the call). Outputs are copied: the request reuses its buffers.
         request = self._request()
         for port, i in enumerate(self.arg_index):
-            request.set_input_tensor(port, self._tensor(_to_numpy(args[i]), shared_memory=True))
+            request.set_input_tensor(port, self._tensor(to_numpy(args[i]), shared_memory=True))
         request.infer()
         flat = [torch.from_numpy(request.get_output_tensor(k).data.copy()) for k in range(self._outputs)]
         if self._single_output:
@@ -202,16 +203,6 @@ def openvino_reason(exc: BaseException) -> str:
         if line and not line.startswith("FrontEnd API failed with"):
             return line
     return type(exc).__name__
-
-
-def _to_numpy(x):
-    if type(x) is torch.Tensor and x.is_cpu and not x.requires_grad and x.is_contiguous():
-        return x.numpy()
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().contiguous().numpy()
-    import numpy as np
-
-    return np.asarray(x)
 
 
 __all__ = ["OpenVinoRuntime", "load_openvino_runtime", "compile_config", "inference_precision_of", "cpu_runs_bf16",
