@@ -29,12 +29,16 @@ from .pass_base import PassContext
 from .pass_manager import PassManager
 from .pipeline import lower, stage_passes
 from .registry import Registry
-from .runtime.torch import cpu_has_native_bf16, resolve_device, to_device
+from .cpu import cpu_has_native_bf16
+from .runtime.torch import resolve_device, to_device
 from .shapes import (DynamicChoice, Signature, auto_dynamic_shapes, capture_dims, grow, inputs_at, parse_dynamic,
                      placeholder_names, signature_from_graph, static_signature)
 from .source import exception_location, first_line, quoted_line
 from .stages import GRAPH, LOWERING, ONNX, PRECISION_PASS, build_pipeline
+from .index_bounds import bounded_signature
+from .timing import build_phase
 from .verify import Verifier, compare_outputs, per_pass_indices, run_detached, tolerance_for_precision
+from .verify import tolerance as dtype_tolerance
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,7 @@ def accelerate(
     exported or timed, the ONNX stage is listed, not run, and the eager model is returned.
     """
     progress = on_progress or (lambda message: None)
+    started = time.perf_counter()
     if not isinstance(model, torch.nn.Module):
         raise UserInputError(f"accelerate() needs a torch.nn.Module, got {type(model).__name__}")
     if backend not in BACKENDS:
@@ -138,7 +143,8 @@ def accelerate(
                                   "are emulated and usually slower than fp32 here")
         log.warning("accelc: %s", report["warnings"][-1])
     progress("running the model eagerly")
-    run_eagerly(model, inputs, source_file)
+    with build_phase(report, "eager run"):
+        run_eagerly(model, inputs, source_file)
 
     full_inputs = inputs
     if microbatches > 1 and not choice.wants("batch"):
@@ -147,7 +153,11 @@ def accelerate(
         inputs = microbatch_inputs(inputs, microbatches)
     progress("capturing with torch.export")
     start = time.perf_counter()
-    cap, signature = capture_with_signature(model, inputs, choice, source_file, report)
+    with build_phase(report, "capture"):
+        cap, signature = capture_with_signature(model, inputs, choice, source_file, report)
+        if cap.ok:  # calls past an embedding table are refused, not left to a runtime that would answer
+            signature, notes = bounded_signature(signature, cap.graph_module)
+            report.setdefault("dynamic_narrowed", []).extend(notes)
     report["capture"] = {
         "method": cap.method, "ok": cap.ok, "seconds": round(time.perf_counter() - start, 3),
         "failure": cap.failure, "location": cap.location, "attempts": cap.attempts,
@@ -161,11 +171,12 @@ def accelerate(
     outputs = cap.graph_module.meta["accelc_outputs"]
     ctx = PassContext(device=dev, precision=graph_precision(precision), example_inputs=inputs)
     progress("verifying the captured graph")
-    signature, reference = eager_reference(model, cap.graph_module, inputs, signature, report)
+    with build_phase(report, "eager references"):
+        signature, reference = eager_reference(model, cap.graph_module, inputs, signature, report)
     report["dynamic"] = signature.as_dict() | {"requested": choice.as_dict(),
                                                "verified_at": _verified_points(reference, signature),
                                                "narrowed": report.pop("dynamic_narrowed")}
-    optimised = optimise_captured(cap.graph_module, reference, stage_pass[GRAPH], ctx, verify, progress)
+    optimised = optimise_captured(cap.graph_module, reference, stage_pass[GRAPH], ctx, verify, progress, report)
     if optimised.records is not None:
         report["passes"] = [r.as_dict() for r in optimised.records]
         report["refusals"] = [asdict(r) for r in ctx.refusals]
@@ -189,12 +200,13 @@ def accelerate(
                                      progress)
     elif precision == "auto":
         runner, gm = choose_precision(gm, inputs, backend, dev, ctx, stage_pass, signature, reference, report, progress,
-                                      tolerance)
+                                      tolerance, lowering_reference=optimised.own_answers)
     else:
         runner = select_runtime(gm, inputs, backend, dev, ctx, stage_pass, signature, checker, report, progress,
-                                fp32_gm=optimised.fp32_gm)
+                                fp32_gm=optimised.fp32_gm, lowering_reference=optimised.own_answers)
     report["refusals"] = [asdict(r) for r in ctx.refusals]
     fast = AcceleratedModule(runner, report, gm, inputs, signature, outputs, eager=model)
+    report["build_seconds"]["total"] = round(time.perf_counter() - started, 3)
     if measure:
         progress("timing eager vs accelc")
         # At the batch the user gave: a pipelined run is called with the whole batch, not one micro-batch.
@@ -414,13 +426,14 @@ class Optimised:
     final: dict | None  # the final check against eager
     failure: str | None  # why the graph cannot be used, or None
     fp32_gm: torch.fx.GraphModule | None = None  # the graph before precision lowering (gm itself at fp32)
+    own_answers: "Verifier | None" = None  # gm's outputs on the per-pass sets: the lowering stage's reference
 
 
 PER_PASS_SETS = 4  # the example, one random variant, and accelc.shapes' two cheap probes
 
 
 def optimise_captured(gm, reference: "Verifier", pass_list, ctx: PassContext, verify: bool,
-                      progress=lambda message: None) -> Optimised:
+                      progress=lambda message: None, report: dict | None = None) -> Optimised:
     """Check a captured graph against eager, run the passes (each verified), and check the result
     against eager again on every input set of ``reference`` (eager's outputs at the example, at
     seeded random inputs and at other points of each dynamic range).
@@ -428,31 +441,37 @@ def optimise_captured(gm, reference: "Verifier", pass_list, ctx: PassContext, ve
     The captured graph is checked on the per-pass sets only: the final check covers the large
     probes once, for the graph that will run (a capture wrong only there is caught by it too).
     """
-    per_pass = reference.take(per_pass_indices(reference))
-    comparison, captured_outputs = per_pass.check(gm)
-    if not comparison.ok:
-        return Optimised(None, None, None, f"the captured graph disagrees with eager ({comparison.message})")
-    per_pass = per_pass.take(list(range(len(per_pass.inputs))), captured_outputs).with_tolerance(
-        tolerance_for_precision(ctx.precision))
-    # The graph as it is before precision lowering is kept: OpenVINO lowers precision itself,
-    # from the fp32 graph. The passes after lower_precision clean up its casts.
-    names = [p.name for p in pass_list]
-    split = names.index(PRECISION_PASS) if ctx.precision != "fp32" and PRECISION_PASS in names else len(names)
-    manager = PassManager(pass_list[:split], verify=verify, on_progress=progress)
-    gm, records = manager.run(gm, ctx, per_pass)
-    fp32_gm = gm
-    if split < len(names):
-        gm, tail = PassManager(pass_list[split:], verify=verify, on_progress=progress).run(gm, ctx, per_pass)
-        records += tail
+    phases = report if report is not None else {}
+    with build_phase(phases, "graph stage"):
+        per_pass = reference.take(per_pass_indices(reference))
+        comparison, captured_outputs = per_pass.check(gm)
+        if not comparison.ok:
+            return Optimised(None, None, None, f"the captured graph disagrees with eager ({comparison.message})")
+        per_pass = per_pass.take(list(range(len(per_pass.inputs))), captured_outputs).with_tolerance(
+            tolerance_for_precision(ctx.precision))
+        # The graph as it is before precision lowering is kept: OpenVINO lowers precision itself,
+        # from the fp32 graph. The passes after lower_precision clean up its casts.
+        names = [p.name for p in pass_list]
+        split = names.index(PRECISION_PASS) if ctx.precision != "fp32" and PRECISION_PASS in names else len(names)
+        manager = PassManager(pass_list[:split], verify=verify, on_progress=progress)
+        gm, records = manager.run(gm, ctx, per_pass)
+        fp32_gm = gm
+        if split < len(names):
+            gm, tail = PassManager(pass_list[split:], verify=verify, on_progress=progress).run(gm, ctx, per_pass)
+            records += tail
     progress("checking the optimised graph against eager")
     final_check = reference.with_tolerance(tolerance_for_precision(ctx.precision))
-    comparison, _ = final_check.check(gm)
+    with build_phase(phases, "final check"):
+        comparison, outputs = final_check.check(gm)
     final = comparison.as_dict()
     final["inputs_checked"] = len(final_check.inputs)
     final["tolerance"] = "dtype-aware: fp32 rtol 1e-3 atol 1e-4·max(1,|ref|); see accelc.verify"
     if not final["ok"]:
         return Optimised(gm, records, final, f"optimised graph disagrees with eager ({final['message']})")
-    return Optimised(gm, records, final, None, fp32_gm)
+    # The lowering stage is checked against this graph's own answers, which the final check has
+    # just computed: on the per-pass sets, at the default (dtype-aware) tolerance.
+    own = final_check.take(per_pass_indices(final_check), outputs).with_tolerance(dtype_tolerance)
+    return Optimised(gm, records, final, None, fp32_gm, own)
 
 
 def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, profile: bool, checker: "Verifier",

@@ -25,7 +25,8 @@ from contextlib import contextmanager
 import torch
 
 from . import __version__
-from .errors import ArtifactError, NotCapturedError, NotVerifiedError
+from .cpu import cpu_has_int8_dot_products
+from .errors import AccelcFallbackWarning, ArtifactError, NotCapturedError, NotVerifiedError
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,8 @@ def read_artifact(path: str, device: str | None = None) -> dict:
         from .runtime.branches import build_branch_executor
 
         runner = build_branch_executor(gm, workers=report["branches"]["workers"])
-    elif report.get("backend") == "onnxruntime" and os.path.isfile(os.path.join(path, "model.onnx")):
+    elif (report.get("backend") == "onnxruntime" and os.path.isfile(os.path.join(path, "model.onnx"))
+          and not _int8_saturates_here(path, report)):
         from .runtime.onnxruntime import load_onnx_runtime
 
         runner = load_onnx_runtime(path, dev)
@@ -244,13 +246,31 @@ def read_artifact(path: str, device: str | None = None) -> dict:
     else:
         registry = Registry.discover()
         same_device = torch.device(report.get("device", "cpu")).type == dev.type
-        names = (fired_names(report.get("runtime_lowering") or []) if same_device
+        # A runtime that had no PyTorch lowering stage (its model.onnx refused here) gets this device's.
+        recorded = report.get("backend") not in ("onnxruntime", "openvino")
+        names = (fired_names(report.get("runtime_lowering") or []) if same_device and recorded
                  else STAGES[LOWERING].default_names(dev.type))  # loaded onto another device: its own lowerings
         passes = [registry.create("fx", name) for name in names]
         lowered, _ = lower(gm, dev, example, passes, signature)
         runner = TorchRuntime(lowered, dev, example)
     return dict(runner=runner, report=report, graph_module=gm, example_inputs=example, signature=signature,
                 outputs=outputs)
+
+
+def _int8_saturates_here(path: str, report: dict) -> bool:
+    """Whether ``model.onnx`` holds full-range int8 weights and this CPU lacks VNNI, where ONNX
+    Runtime's int8 kernel saturates (see accelc.cpu): then the fp32 graph of model.pt2 runs
+    instead, with a warning, rather than wrong answers."""
+    quantised = [r for r in (report.get("onnx") or {}).get("onnx_passes") or []
+                 if r.get("name") == "quantize_int8" and r.get("status") == "fired"]
+    # Artifacts from before weight_bits was recorded were quantised at full range.
+    if not quantised or quantised[0].get("stats", {}).get("weight_bits", 8) != 8 or cpu_has_int8_dot_products():
+        return False
+    warnings.warn(f"accelc: {path}/model.onnx has 8-bit int8 weights, which this CPU (no VNNI) computes wrongly "
+                  "(int16 saturation); running its fp32 graph (model.pt2) on the PyTorch runtime instead. "
+                  "To get int8 here, run `accelc optimize --precision int8` on this machine", AccelcFallbackWarning,
+                  stacklevel=3)
+    return True
 
 
 def _load_partitioned(path: str, gm, report: dict):

@@ -289,7 +289,8 @@ def summary_table(report: dict) -> str:
 
 
 def summary_rows(report: dict) -> list[tuple[str, str]]:
-    """The short end-of-run table: passes fired, nodes, max error, latency, what auto timed."""
+    """The short end-of-run table: passes fired, nodes, max error, latency, build time (its longest
+    phases), what auto timed."""
     rows = [("model", report.get("model") or ""), ("capture", report["capture"].get("method", "")),
             ("backend", report.get("backend", "") + (f" ({report['backend_fallback']})" if report.get("backend_fallback") else ""))]
     records = running_stages(report)
@@ -309,13 +310,19 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
     if (report.get("backend") or "") == "openvino":
         runtime_check = (report.get("openvino") or {}).get("verification")
     if runtime_check and (report.get("backend") or "").startswith(("onnxruntime", "openvino")):
-        ver = dict(runtime_check, inputs_checked=ver.get("inputs_checked"))  # the error of what runs (int8: its own)
+        # the error of what runs (int8: its own), on the sets it was checked on
+        ver = {"inputs_checked": ver.get("inputs_checked")} | runtime_check
     if ver:
         rows.append(("max error", f"{ver.get('max_abs_error', 0):.3g} abs ({'ok' if ver.get('ok') else 'FAILED'}, {ver.get('inputs_checked')} inputs)"))
     lat = report.get("latency")
     if lat:
         rows.append(("latency", f"eager {lat['eager']['median_ms']:.2f} ms, accelc {lat['accelc']['median_ms']:.2f} ms "
                                 f"(median; {lat['speedup']:.2f}x)"))
+    from .report import build_time_words
+
+    build = build_time_words(report, longest=4)
+    if build:
+        rows.append(("build", build))
     choice = dict(report.get("backend_choice") or {})
     chosen = choice.pop("chosen", None)
     if choice:
@@ -326,6 +333,8 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
     for c in report.get("precision_candidates") or ():
         timed = f", {c['median_ms']:.2f} ms" if c.get("median_ms") is not None else ""
         error = f"error {c['max_rel_error']:.2g}" if c.get("max_rel_error") is not None else "no error measured"
+        if c.get("inputs_checked") and c.get("max_rel_error") is not None:
+            error += f" on {c['inputs_checked']} input sets"
         rows.append(("precision " + ("kept" if c["chosen"] else "tried"),
                      f"{c['precision']} on {c['backend']}: {error}{timed} ({c['reason']})"))
     if report.get("fallback"):

@@ -98,6 +98,8 @@ class AcceleratedModule(torch.nn.Module):
 
     @staticmethod
     def _how_to_widen(why: str) -> str:
+        if getattr(why, "bad_values", False):
+            return "check the inputs: they index a table of the model (token ids past the vocabulary, say)"
         symbol = getattr(why, "out_of_range", None)
         if symbol:
             axis = symbol.split("_")[0]

@@ -25,17 +25,19 @@ def stage_passes(registry: Registry, pipeline: Pipeline, stage: str) -> list[Pas
 
 
 def lower(gm: torch.fx.GraphModule, device: torch.device, example_inputs: tuple, passes: list[Pass],
-          signature=None, on_progress=None, refusals: list | None = None) -> tuple[torch.fx.GraphModule, list[PassRecord]]:
+          signature=None, on_progress=None, refusals: list | None = None,
+          reference=None) -> tuple[torch.fx.GraphModule, list[PassRecord]]:
     """The lowering stage: the device's runtime lowerings on ``gm``, each verified against the
     graph before it at the example and (given the ``signature`` of a dynamic graph) at other
-    points of its ranges."""
+    points of its ranges. ``reference``: a :class:`accelc.verify.Verifier` holding ``gm``'s own
+    answers on such sets, when the caller has them (the build does; a load computes them)."""
     from .verify import Verifier
 
     if not passes or not example_inputs:
         return gm, []
     ctx = PassContext(device=device, example_inputs=tuple(example_inputs), stage="lowering",
                       refusals=refusals if refusals is not None else [])
-    verifier = Verifier.for_module(gm, tuple(example_inputs), signature=signature)
+    verifier = reference or Verifier.for_module(gm, tuple(example_inputs), signature=signature)
     return PassManager(passes, verify=True, on_progress=on_progress, stage="lowering").run(gm, ctx, verifier)
 
 

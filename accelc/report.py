@@ -5,7 +5,8 @@
 1. **Warnings banner**: every ``report["warnings"]`` entry, the fallback and backend fallback,
    and a saved result that measured slower than another option, in a warning colour.
 2. **Summary**: model, device, the backend that runs, precision, capture, shapes in words with
-   their dynamic ranges, nodes, and (when used) the partition or branch grouping.
+   their dynamic ranges, nodes, the build time by phase, and (when used) the partition or branch
+   grouping.
 3. **Passes**: one table per stage (graph; lowering; onnx, one table per region for a partial
    export), each saying whether its output is the one that runs. Every row has a status, what
    the pass changed, nodes before → after, max error, its time as a bar scaled to the slowest
@@ -291,6 +292,17 @@ def _capture_words(capture: dict) -> str:
     return words
 
 
+def build_time_words(report: dict, longest: int | None = None) -> str | None:
+    """``26.0 s (onnx export 8.3, eager references 5.0, ...)``: the build's wall time and its
+    phases, longest first (the ``longest`` of them); None when the build recorded none."""
+    phases = dict(report.get("build_seconds") or {})
+    total = phases.pop("total", None)
+    if not total:
+        return None
+    ranked = sorted(phases.items(), key=lambda item: -item[1])[:longest]
+    return f"{total:.1f} s (" + ", ".join(f"{name} {seconds:.1f}" for name, seconds in ranked) + ")"
+
+
 def _summary(report: dict) -> str:
     nodes = report.get("nodes") or {}
     rows = [
@@ -301,6 +313,7 @@ def _summary(report: dict) -> str:
         ("capture", _capture_words(report.get("capture") or {})),
         ("shapes", _shapes_words(report)),
         ("nodes (graph stage)", f"{nodes.get('before')} → {nodes.get('after')}" if nodes else None),
+        ("build time", build_time_words(report)),
     ]
     if report.get("partition"):
         p = report["partition"]

@@ -148,6 +148,7 @@ class Mismatch(str):
     the call's only fault is a size outside its range."""
 
     out_of_range: str | None = None
+    bad_values: bool = False  # an index input's values past its table
 
 
 @dataclass
@@ -156,12 +157,15 @@ class InputSpec:
     dtype: torch.dtype | None  # None: a non-tensor input, compared by value
     shape: tuple  # per dim: an int (static) or a symbol name (dynamic)
     value: object = None  # the value of a non-tensor input
+    values_below: int | None = None  # an index tensor's values must lie in 0..values_below-1 (accelc.index_bounds)
 
     def describe(self, signature: "Signature") -> str:
         if self.dtype is None:
             return f"the value {self.value!r}"
         dims = ", ".join(str(d) for d in self.shape)
         ranges = [signature.describe_symbol(d) for d in dict.fromkeys(d for d in self.shape if isinstance(d, str))]
+        if self.values_below is not None:
+            ranges.append(f"values in 0..{self.values_below - 1}")
         where = f" with {', '.join(ranges)}" if ranges else ""
         return f"{str(self.dtype).replace('torch.', '')} of shape ({dims}){where}"
 
@@ -188,6 +192,8 @@ class Signature:
             full = tuple(spec.shape) if not dynamic else None
             checks.append((spec.dtype, len(spec.shape), full, static, dynamic))
         self._checks = checks
+        self._value_checks = tuple((i, spec.values_below) for i, spec in enumerate(self.inputs)
+                                   if spec.values_below is not None)
 
     @property
     def is_static(self) -> bool:
@@ -225,6 +231,15 @@ class Signature:
                     seen[symbol] = size
                 elif earlier != size:
                     return self._wrong(index, x, f"its {symbol} is {size} where an earlier input's is {earlier}")
+        for index, below in self._value_checks:
+            x = args[index]
+            if x.numel():
+                least, most = (int(v) for v in torch.aminmax(x))
+                if least < 0 or most >= below:
+                    message = self._wrong(index, x, f"its values are in {least}..{most}, past the "
+                                                    f"{below} rows of the table they index")
+                    message.bad_values = True
+                    return message
         return None
 
     def _wrong(self, index: int, x, detail: str = "", out_of_range: str | None = None) -> "Mismatch":
@@ -287,14 +302,15 @@ class Signature:
     def as_dict(self) -> dict:
         return {
             "inputs": [{"name": s.name, "dtype": str(s.dtype).replace("torch.", "") if s.dtype else None,
-                        "shape": list(s.shape), **({"value": s.value} if s.dtype is None else {})} for s in self.inputs],
+                        "shape": list(s.shape), **({"value": s.value} if s.dtype is None else {}),
+                        **({"values_below": s.values_below} if s.values_below is not None else {})} for s in self.inputs],
             "dynamic": {symbol: [lo, hi] for symbol, (lo, hi) in self.ranges.items()},
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "Signature":
         inputs = [InputSpec(item["name"], getattr(torch, item["dtype"]) if item["dtype"] else None,
-                            tuple(item["shape"]), item.get("value")) for item in data["inputs"]]
+                            tuple(item["shape"]), item.get("value"), item.get("values_below")) for item in data["inputs"]]
         return cls(inputs, {symbol: (lo, hi) for symbol, (lo, hi) in data.get("dynamic", {}).items()})
 
     def with_range(self, symbol: str, lo: int, hi) -> "Signature":
@@ -304,7 +320,8 @@ class Signature:
             ranges[symbol] = (lo, hi)
             return Signature(self.inputs, ranges)
         del ranges[symbol]
-        inputs = [InputSpec(s.name, s.dtype, tuple(lo if d == symbol else d for d in s.shape), s.value) for s in self.inputs]
+        inputs = [InputSpec(s.name, s.dtype, tuple(lo if d == symbol else d for d in s.shape), s.value, s.values_below)
+                  for s in self.inputs]
         return Signature(inputs, ranges)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,19 @@ class Timing:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+@contextmanager
+def build_phase(report: dict, name: str):
+    """Add the wall time of the ``with`` block to ``report["build_seconds"][name]``: where a
+    build's time went (capture, eager references, each stage, each runtime's build and check,
+    the timing that chooses). Phases do not nest; their sum is the build minus glue."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases = report.setdefault("build_seconds", {})
+        phases[name] = round(phases.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
 def _sync(device: torch.device | str | None) -> None:

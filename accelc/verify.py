@@ -183,13 +183,15 @@ class Verifier:
         return verifier
 
     def check(self, module) -> tuple[Comparison, list]:
-        """Run ``module`` on the fixed inputs; return the worst comparison and its outputs."""
+        """Run ``module`` on the fixed inputs; return the worst comparison and its outputs. A
+        failure's message names the input shapes it happened at."""
         outputs, worst = [], Comparison(True, 0.0, 0.0)
         for x, ref in zip(self.inputs, self.reference_outputs):
             got = run_detached(module, x)
             outputs.append(got)
             cmp = compare_outputs(got, ref, self.tolerance_of)
             if not cmp.ok:
+                cmp.message = f"at input shapes {shapes_of(x)}: {cmp.message}"
                 return cmp, outputs
             worst = worst_of(worst, cmp)
         return worst, outputs
@@ -206,6 +208,11 @@ def per_pass_indices(reference: "Verifier") -> list[int]:
     budget = max(size(reference.inputs[0]), 16) * 3
     probes = [i for i in range(4, len(reference.inputs)) if size(reference.inputs[i]) <= budget]
     return [0, 1][: len(reference.inputs)] + probes[:2]
+
+
+def shapes_of(inputs: tuple) -> str:
+    """``(1, 64), (1, 64)``: the shapes of an input set, for messages."""
+    return ", ".join(str(tuple(x.shape)) if isinstance(x, torch.Tensor) else repr(x) for x in inputs)
 
 
 def run_detached(module, inputs: tuple):

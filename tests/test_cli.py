@@ -64,6 +64,17 @@ def test_summary_lists_the_passes_of_the_stages_that_run(backend, shown, hidden)
     assert f"max error {'0.065' if backend == 'onnxruntime' else '2.4e-06'} abs (ok, 8 inputs)" in table
     assert "graph passes remove_noops(removed 2)" in table and shown in table and hidden not in table
     assert ("fuse_attention: rolled back" in table) == (backend == "onnxruntime")
+    assert " build " not in table  # no phases recorded: no build row
+
+
+def test_summary_gives_the_build_time_and_its_longest_phases():
+    from accelc.cli import summary_table
+
+    report = {"capture": {"method": "torch.export"}, "backend": "onnxruntime",
+              "build_seconds": {"capture": 3.1, "eager references": 5.0, "graph stage": 2.2, "final check": 4.4,
+                                "onnx export": 8.3, "auto timing": 0.9, "total": 26.0}}
+    table = " ".join(summary_table(report).split())
+    assert "build 26.0 s (onnx export 8.3, eager references 5.0, final check 4.4, capture 3.1)" in table
 
 
 def test_passes_lists_every_stage(cli):

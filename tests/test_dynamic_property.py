@@ -35,10 +35,11 @@ SAMPLES = ["bert", "gpt2", "vit", "cnn", "mlp", "multibranch_cnn"]
 BACKENDS = {  # how each runtime is asked for, and the backend the report must then name
     "torch": ({"backend": "torch"}, "torch"),
     "onnxruntime": ({"backend": "onnxruntime"}, "onnxruntime"),
+    "openvino": ({"backend": "openvino"}, "openvino"),
     "branches": ({"backend": "torch", "branches": 2}, "torch"),
     "stages": ({"backend": "torch", "stages": 2, "microbatches": 1}, "torch"),
 }
-CASES = [(name, backend) for name in SAMPLES for backend in ("torch", "onnxruntime")] + \
+CASES = [(name, backend) for name in SAMPLES for backend in ("torch", "onnxruntime", "openvino")] + \
     [("multibranch_cnn", "branches"), ("cnn", "stages")]
 TALLY: dict = defaultdict(Counter)
 SHAPES: dict = defaultdict(set)
@@ -58,6 +59,8 @@ def builds(tmp_path_factory):
 
     def get(name: str, backend: str):
         if (name, backend) not in cache:
+            if backend == "openvino":
+                pytest.importorskip("openvino")  # an optional extra (in the test extra, so CI runs it)
             torch.manual_seed(0)
             model, inputs = small_sample(name)
             options, runs_on = BACKENDS[backend]

@@ -211,3 +211,43 @@ def test_report_and_summary_say_openvino_runs(mlp_openvino):
     rows = dict(summary_rows(mlp_openvino.report))
     assert rows["backend"] == "openvino" and rows["max error"].startswith(
         f"{mlp_openvino.report['openvino']['verification']['max_abs_error']:.3g} abs (ok")
+
+
+def _timings_favouring(fastest: str):
+    """A stand-in for accelc.timing.compare_latency that ranks ``fastest`` first."""
+    from accelc.timing import Timing
+
+    def compare(systems, input_sets, **options):
+        return {name: Timing(*(4 * [0.1 if fastest in name else 1.0]), iterations=3) for name in systems}
+    return compare
+
+
+@needs_openvino
+def test_auto_checks_the_runtime_it_keeps_on_every_set(mlp, monkeypatch):
+    """Candidates of auto are checked on the quick sets before the timing, and only the one kept on
+    the others: a runtime right there but wrong at batch 8 (a set the quick check leaves out) that
+    wins the timing is left out, and the next in rank is kept, checked on every set."""
+    from accelc.runtime.openvino import OpenVinoRuntime
+
+    real = OpenVinoRuntime.forward
+    monkeypatch.setattr(OpenVinoRuntime, "forward",
+                        lambda self, *args: real(self, *args) + (1.0 if args[0].shape[0] >= 8 else 0.0))
+    monkeypatch.setattr("accelc.timing.compare_latency", _timings_favouring("openvino"))
+    model, inputs = mlp
+    auto = accelc.accelerate(model, inputs, backend="auto")
+    report = auto.report
+    assert report["backend"] != "openvino" and report["backend_choice"]["chosen"] == report["backend"]
+    assert report["auto_left_out"]["openvino"].startswith("OpenVINO disagrees with eager")
+    assert "(8, " in report["auto_left_out"]["openvino"]  # the shape it was wrong at
+    every_set = report["verification"]["inputs_checked"]
+    if report["backend"] == "onnxruntime":
+        assert report["onnx"]["verification"]["inputs_checked"] == every_set
+    phases = report["build_seconds"]
+    assert {"capture", "eager references", "graph stage", "final check", "onnx export", "onnxruntime build",
+            "openvino build", "runtime checks", "auto timing"} <= set(phases)
+    assert sum(v for k, v in phases.items() if k != "total") <= phases["total"]
+    x = torch.randn(8, *inputs[0].shape[1:])
+    torch.testing.assert_close(auto(x), _eager(model, x), rtol=1e-4, atol=1e-5)
+    asked = accelc.accelerate(model, inputs, backend="openvino")
+    assert asked.report["backend"] == "torch"
+    assert asked.report["backend_fallback"].startswith("OpenVINO disagrees with eager")

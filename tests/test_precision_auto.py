@@ -85,3 +85,54 @@ def test_bad_settings_are_refused_before_any_work(mlp, monkeypatch, options, mes
     model, inputs = mlp
     with pytest.raises(UserInputError, match=message):
         accelc.accelerate(model, inputs, **options)
+
+
+def test_a_candidate_wrong_only_at_a_large_set_is_not_kept(mlp, monkeypatch):
+    """Lower precisions are checked on the quick sets before the timing and the fastest then on
+    every other one: int8 made wrong at batch 8 (outside the quick sets) and timed fastest is not
+    kept, and says why."""
+    from accelc.runtime.onnxruntime import OrtRuntime
+    from accelc.timing import Timing
+
+    real = OrtRuntime.forward
+    monkeypatch.setattr(OrtRuntime, "forward", lambda self, *args: real(self, *args) + (
+        1.0 if self.precision == "int8" and args[0].shape[0] >= 8 else 0.0))
+    monkeypatch.setattr("accelc.timing.compare_latency", lambda systems, sets, **options: {
+        name: Timing(*(4 * [0.1 if "int8" in name else 1.0]), iterations=3) for name in systems})
+    model, inputs = mlp
+    # A loose tolerance, so that int8 passes its quick check on every CPU (7-bit weights without VNNI).
+    fast = accelc.accelerate(model, inputs, precision="auto", tolerance=0.1)
+    report = fast.report
+    (int8,) = [c for c in report["precision_candidates"] if c["precision"] == "int8"]
+    assert not int8["chosen"] and "disagrees with eager" in int8["reason"] and "(8, " in int8["reason"]
+    assert report["precision"] != "int8"
+    x = torch.randn(8, *inputs[0].shape[1:])
+    with torch.inference_mode():
+        ref = model(x)
+    assert _relative_error(fast(x), ref) <= 0.1
+
+
+def test_a_full_range_int8_artifact_runs_its_fp32_graph_on_a_cpu_without_vnni(mlp, tmp_path, monkeypatch):
+    """8-bit int8 weights saturate in ONNX Runtime's kernel on an x86 CPU without VNNI: loading
+    such a model.onnx there runs the artifact's fp32 graph instead, with a warning, never the
+    wrong int8 answers."""
+    import platform
+
+    import accelc.cpu
+    from accelc.errors import AccelcFallbackWarning
+
+    model, inputs = mlp
+    monkeypatch.setattr(accelc.cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    fast = accelc.accelerate(model, inputs, backend="onnxruntime", precision="int8")
+    assert fast.report["precision"] == "int8"
+    fast.save(str(tmp_path / "int8"))
+    monkeypatch.setattr(accelc.cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    with pytest.warns(AccelcFallbackWarning, match="no VNNI"):
+        loaded = accelc.load(str(tmp_path / "int8"))
+    x = torch.randn(5, *inputs[0].shape[1:])
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-5)  # fp32, not int8
+    monkeypatch.setattr(accelc.cpu, "cpu_flags", lambda: frozenset({"avx2", "avx_vnni"}))
+    with torch.inference_mode():
+        assert _relative_error(accelc.load(str(tmp_path / "int8"))(x), model(x)) > 1e-4  # int8 where it is right

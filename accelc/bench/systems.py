@@ -111,7 +111,7 @@ def _bf16_emulated(device: torch.device) -> bool:
     """Whether bf16 arithmetic on ``device`` is emulated (converted to fp32 and back) rather than native."""
     if device.type == "cuda":
         return not torch.cuda.is_bf16_supported(including_emulation=False)
-    from ..api import cpu_has_native_bf16
+    from ..cpu import cpu_has_native_bf16
 
     return not (torch.backends.mkldnn.is_available() and cpu_has_native_bf16())
 

@@ -24,7 +24,7 @@ import torch
 from ..pass_base import Pass, PassContext
 from ..pass_manager import FIRED, PassManager, PassRecord
 from ..stages import ONNX
-from ..verify import Comparison, compare_outputs, tolerance_for_precision, worst_of
+from ..verify import Comparison, compare_outputs, shapes_of, tolerance_for_precision, worst_of
 from .export import save_model
 from .session import disabled_fusions, session_options
 
@@ -58,10 +58,6 @@ def run_all_in_ort(model: onnx.ModelProto, input_sets: list[tuple], arg_names: l
 def run_in_ort(model: onnx.ModelProto, inputs: tuple, arg_names: list[str], workdir: str) -> list[torch.Tensor]:
     """Outputs of ``model`` on ``inputs`` in a CPU InferenceSession, as torch tensors."""
     return run_all_in_ort(model, [inputs], arg_names, workdir)[0]
-
-
-def shapes_of(inputs: tuple) -> str:
-    return ", ".join(str(tuple(x.shape)) if isinstance(x, torch.Tensor) else repr(x) for x in inputs)
 
 
 def check_in_ort(model: onnx.ModelProto, cases: list[tuple[tuple, list]], arg_names: list[str], workdir: str,
@@ -119,4 +115,4 @@ def optimize_onnx(model: onnx.ModelProto, cases: list[tuple[tuple, list]], meta:
     return ir.serde.serialize_model(result), records
 
 
-__all__ = ["optimize_onnx", "OrtVerifier", "run_in_ort", "run_all_in_ort", "check_in_ort", "shapes_of"]
+__all__ = ["optimize_onnx", "OrtVerifier", "run_in_ort", "run_all_in_ort", "check_in_ort"]

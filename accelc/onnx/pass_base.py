@@ -15,7 +15,8 @@ never raw protobuf) and says what it did::
 Passes register in the ``accelc.onnx_passes`` entry-point group and run in the pipeline's
 ``onnx`` stage, through the same :class:`accelc.pass_manager.PassManager` as the fx passes: each
 on a copy, kept only if ONNX Runtime still gives the reference answers at every checked size.
-This module also holds the helpers ONNX passes share (attention matching, shape evaluation).
+This module also holds the helpers ONNX passes share (attention matching, shape evaluation, the
+CPU's int8 instructions).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import ClassVar
 
 import onnx_ir as ir
 
+from ..cpu import cpu_has_int8_dot_products
 from ..pass_base import Pass, PassContext, PassResult, Refusal
 from .attention import hiding_bias, masked_attention, plain_self_attention_blocker
 from .naming import UniqueNames
@@ -45,6 +47,6 @@ class OnnxPass(Pass):
     ir: ClassVar[str] = "onnx"
 
 
-__all__ = ["OnnxPass", "OnnxPassContext", "OnnxRefusal", "PassResult", "UniqueNames", "count_ops",
+__all__ = ["OnnxPass", "OnnxPassContext", "OnnxRefusal", "PassResult", "UniqueNames", "count_ops", "cpu_has_int8_dot_products",
            "evaluate_shape_only", "hiding_bias", "masked_attention", "plain_self_attention_blocker", "sample_shape_only",
            "same_at_every_size", "shape_only_closure"]

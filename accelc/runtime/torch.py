@@ -115,15 +115,3 @@ class TorchRuntime(torch.nn.Module):
             return self._call(*args)
         with torch.inference_mode():
             return self._call(*args)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this x86 CPU advertises bf16 dot-product instructions (Linux /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return True  # unknown platform: do not warn on a guess
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-

@@ -6,7 +6,10 @@
 
 with x ≈ s_x·(x_q − z_x) and W ≈ s_W·W_q, so y ≈ s_x·s_W·Σ_k (x_q − z_x)·W_q. ONNX Runtime
 fuses the chain into DynamicQuantizeMatMul, whose integer dot products use the CPU's VNNI
-instructions: about 4× the multiply-adds per cycle of fp32.
+instructions: about 4× the multiply-adds per cycle of fp32. On an x86 CPU without VNNI the same
+kernel sums pairs of uint8×int8 products in int16, which saturates for full-range weights (a 23%
+error on GPT-2); there the weights get 7 bits (``reduce_range``), which cannot saturate. A
+full-range artifact loaded on such a CPU runs its fp32 graph instead (``accelc.load`` says so).
 
 The rewrite is ONNX Runtime's own dynamic quantiser (``onnxruntime.quantization``), limited to
 MatMuls whose second input is a constant (``MatMulConstBOnly``): the Q·Kᵀ and P·V products of an
@@ -28,7 +31,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, count_ops
+from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, count_ops, cpu_has_int8_dot_products
 
 # The quantiser's MatMul handler also takes Gemm (rewritten as MatMulInteger plus the bias Add).
 QUANTISED_OPS = ["MatMul", "Gemm"]
@@ -87,10 +90,13 @@ class QuantizeInt8(OnnxPass):
         # Shapes recorded by earlier passes can disagree with what the quantiser re-infers
         # (dynamic batch); it only needs the ones it infers itself.
         del proto.graph.value_info[:]
+        # Without VNNI, ONNX Runtime's uint8×int8 kernel saturates on full-range weights; 7 bits
+        # cannot saturate and cost about twice the error. The artifact records which it got.
+        weight_bits = 8 if cpu_has_int8_dot_products() else 7
         with tempfile.TemporaryDirectory(prefix="accelc-int8-") as folder:
             src, dst = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8.onnx")
             onnx.save(proto, src)
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, reduce_range=weight_bits == 7,
                              op_types_to_quantize=QUANTISED_OPS, extra_options={
                                  "MatMulConstBOnly": True,
                                  # Outputs of contrib ops (MultiHeadAttention) have no inferred type.
@@ -102,4 +108,4 @@ class QuantizeInt8(OnnxPass):
         model.graph = new.graph
         model.opset_imports.update(new.opset_imports)
         return PassResult(quantised > 0, {"candidates": candidates, "quantised": quantised,
-                                          "weights_stored_transposed": transposed})
+                                          "weights_stored_transposed": transposed, "weight_bits": weight_bits})
