@@ -24,6 +24,8 @@ quantiser would need them written with external data.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 
@@ -62,6 +64,23 @@ def _store_transposed_weights(model: ir.Model) -> int:
     return len(stored)
 
 
+class _FromTheQuantiser(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname or "quantization" not in record.pathname
+
+
+@contextlib.contextmanager
+def _quantiser_advice_dropped():
+    """The quantiser logs advice on the root logger ("consider running pre-processing") at every
+    call; it is about static quantisation, not this pass, so it is dropped rather than shown."""
+    root, drop = logging.getLogger(), _FromTheQuantiser()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def _quantisable(model: ir.Model) -> int:
     return sum(1 for node in model.graph.all_nodes()
                if node.op_type in QUANTISED_OPS and node.domain == "" and node.inputs[1] is not None
@@ -93,7 +112,7 @@ class QuantizeInt8(OnnxPass):
         # Without VNNI, ONNX Runtime's uint8×int8 kernel saturates on full-range weights; 7 bits
         # cannot saturate and cost about twice the error. The artifact records which it got.
         weight_bits = 8 if cpu_has_int8_dot_products() else 7
-        with tempfile.TemporaryDirectory(prefix="accelc-int8-") as folder:
+        with tempfile.TemporaryDirectory(prefix="accelc-int8-") as folder, _quantiser_advice_dropped():
             src, dst = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8.onnx")
             onnx.save(proto, src)
             quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, reduce_range=weight_bits == 7,
