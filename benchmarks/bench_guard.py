@@ -2,6 +2,7 @@
 
     python benchmarks/bench_guard.py            # full-size MLP sample, 2 threads
     python benchmarks/bench_guard.py --small
+    python benchmarks/bench_guard.py --sample gpt2 --small   # token ids: the table-bound value check too
 
 Three numbers, from one process:
 - the check alone: ``Signature.mismatch(args)`` in a tight loop (microseconds per call);
@@ -51,13 +52,15 @@ def check_cost_us(signature, args, calls: int = 20000) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true")
+    parser.add_argument("--sample", default="mlp", help="a module of samples/ (mlp, bert, gpt2, ...)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    import mlp
+    import importlib
 
-    model, inputs = mlp.get_model(small=args.small), tuple(mlp.get_inputs(small=args.small))
+    sample = importlib.import_module(args.sample)
+    model, inputs = sample.get_model(small=args.small).eval(), tuple(sample.get_inputs(small=args.small))
     rows = {}
     for backend in ("torch", "onnxruntime"):
         fast = accelc.accelerate(model, inputs, backend=backend)
@@ -71,7 +74,8 @@ def main(argv=None) -> int:
             "signature": fast.report["dynamic"]["inputs"],
         }
         rows[backend]["guard_and_packing_us"] = round(1000 * (rows[backend]["accelc_ms"] - rows[backend]["runtime_direct_ms"]), 2)
-    print(json.dumps({"cpu_flags": cpu_flags(), "threads": args.threads, "small": args.small, "rows": rows}, indent=1))
+    print(json.dumps({"cpu_flags": cpu_flags(), "sample": args.sample, "threads": args.threads, "small": args.small,
+                      "rows": rows}, indent=1))
     return 0
 
 
