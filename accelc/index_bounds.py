@@ -21,12 +21,13 @@ the runtimes, which is what the verification covers.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.fx
 
 from .patterns import fetch_attr
+from .shapes import Signature
 
 aten = torch.ops.aten
 
@@ -113,13 +114,9 @@ def _size_of_input(node, index_of: dict):
     return None
 
 
-def bounded_signature(signature, gm: torch.fx.GraphModule):
+def bounded_signature(signature: Signature, gm: torch.fx.GraphModule) -> tuple[Signature, list[str]]:
     """``signature`` with the table bounds of ``gm`` added: each value bound on its input, each
     size bound as the end of its symbol's range. Returns (signature, why each range was narrowed)."""
-    from dataclasses import replace
-
-    from .shapes import Signature
-
     sizes, values = table_bounds(gm)
     inputs = list(signature.inputs)
     for bound in values:

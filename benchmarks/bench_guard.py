@@ -26,17 +26,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "samples"))
 
 import accelc  # noqa: E402
+import accelc.cpu  # noqa: E402
 from accelc.timing import compare_latency  # noqa: E402
 
 
 def cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            text = f.read()
-    except OSError:
+    """The CPU flags that matter for speed, as the benchmarks print them (from accelc.cpu)."""
+    flags = accelc.cpu.cpu_flags()
+    if flags is None:
         return "unknown"
     wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx2")
-    present = [flag for flag in wanted if f" {flag}" in text]
+    present = [flag for flag in wanted if flag in flags]
     return ", ".join(present) or "none of " + ", ".join(wanted)
 
 
