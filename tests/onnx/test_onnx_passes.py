@@ -251,6 +251,9 @@ def test_quantize_int8_uses_7_bit_weights_without_vnni(flags, bits, export_root,
 
     import accelc.cpu
 
+    # Full-range weights are only right on a CPU that really has VNNI: elsewhere ONNX Runtime's
+    # kernel saturates on them, which is what the 7 bits are for; their accuracy is checked there.
+    really_has_int8_dot_products = accelc.cpu.cpu_has_int8_dot_products()
     monkeypatch.setattr(accelc.cpu, "cpu_flags", lambda: frozenset(flags))
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     new, result, _ = _apply("quantize_int8", exported("gpt2", export_root).model, precision="int8")
@@ -259,6 +262,8 @@ def test_quantize_int8_uses_7_bit_weights_without_vnni(flags, bits, export_root,
                if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
     largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
     assert 2 ** (bits - 2) < largest <= 2 ** (bits - 1)
+    if bits == 8 and not really_has_int8_dot_products:
+        return
     check = _ort_check(new, "gpt2", tmp_path, tolerance_for_precision("int8"))
     assert check.ok, check.message
 
