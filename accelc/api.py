@@ -26,7 +26,7 @@ from .errors import ModelRunError, UserInputError
 from .loader import normalize_inputs
 from .module import AcceleratedModule
 from .pass_base import PassContext
-from .pass_manager import PassManager
+from .pass_manager import FIRED, PassManager
 from .pipeline import lower, stage_passes
 from .registry import Registry
 from .cpu import cpu_has_native_bf16
@@ -37,7 +37,7 @@ from .source import exception_location, first_line, quoted_line
 from .stages import GRAPH, LOWERING, ONNX, PRECISION_PASS, build_pipeline
 from .index_bounds import bounded_signature
 from .timing import build_phase
-from .verify import Verifier, compare_outputs, per_pass_indices, run_detached, tolerance_for_precision
+from .verify import Verifier, compare_outputs, per_pass_indices, run_detached, tolerance_for_precision, worst_of
 from .verify import tolerance as dtype_tolerance
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def accelerate(
         log.warning("accelc: %s", report["warnings"][-1])
     progress("running the model eagerly")
     with build_phase(report, "eager run"):
-        run_eagerly(model, inputs, source_file)
+        example_answer = run_eagerly(model, inputs, source_file)
 
     full_inputs = inputs
     if microbatches > 1 and not choice.wants("batch"):
@@ -169,7 +169,8 @@ def accelerate(
     ctx = PassContext(device=dev, precision=graph_precision(precision), example_inputs=inputs)
     progress("verifying the captured graph")
     with build_phase(report, "eager references"):
-        signature, reference = eager_reference(model, cap.graph_module, inputs, signature, report)
+        signature, reference = eager_reference(model, cap.graph_module, inputs, signature, report,
+                                               example_answer if inputs is full_inputs else None)
     # Calls past an embedding table are refused, not left to a runtime that would answer them.
     # Bounded after the references are drawn: a position table's 1024 rows would otherwise move
     # the largest probe from twice the example to 1024 (GPT-2 b8: 17 GB and minutes of checks).
@@ -333,8 +334,10 @@ def _pins_a_grown_size(signature: Signature, inputs: tuple, dims) -> bool:
                for spec, x, per in zip(signature.inputs, inputs, dims) for d in per)
 
 
-def eager_reference(model, gm, inputs: tuple, signature: Signature, report: dict) -> tuple[Signature, "Verifier"]:
-    """Eager's outputs on every verification input set, computed once for the whole build.
+def eager_reference(model, gm, inputs: tuple, signature: Signature, report: dict,
+                    example_answer=None) -> tuple[Signature, "Verifier"]:
+    """Eager's outputs on every verification input set, computed once for the whole build
+    (``example_answer``: eager's on ``inputs`` themselves, when the caller has it).
 
     Where eager itself cannot run a probe (an image too small for the network), or the captured
     graph disagrees with eager only where a size is 1 (torch.export assumes sizes of at least 2),
@@ -345,7 +348,8 @@ def eager_reference(model, gm, inputs: tuple, signature: Signature, report: dict
     notes = report.setdefault("dynamic_narrowed", [])
     for _ in range(len(signature.ranges) * 2 + 1):
         sets = verification_inputs(inputs, count=3, seed=1234, signature=signature, final=True)
-        refs = [_eager_or_error(model, x) for x in sets]
+        refs = [example_answer if i == 0 and example_answer is not None else _eager_or_error(model, x)
+                for i, x in enumerate(sets)]
         narrowed = _narrow_to_verified(sets, refs, model, gm, inputs, signature)
         if narrowed is None:
             break
@@ -436,44 +440,73 @@ PER_PASS_SETS = 4  # the example, one random variant, and accelc.shapes' two che
 
 def optimise_captured(gm, reference: "Verifier", pass_list, ctx: PassContext, verify: bool,
                       progress=lambda message: None, report: dict | None = None) -> Optimised:
-    """Check a captured graph against eager, run the passes (each verified), and check the result
-    against eager again on every input set of ``reference`` (eager's outputs at the example, at
-    seeded random inputs and at other points of each dynamic range).
+    """Check a captured graph against eager, run the passes, and check the result against eager
+    on every input set of ``reference`` (eager's outputs at the example, at seeded random inputs
+    and at other points of each dynamic range).
 
-    The captured graph is checked on the per-pass sets only: the final check covers the large
-    probes once, for the graph that will run (a capture wrong only there is caught by it too).
+    The captured graph and the passes are checked on the per-pass sets (the example, a variant,
+    two cheap probes), against eager's answers there: a check that passes is the final check on
+    those sets, so the final check runs only the other sets, where the large probes are.
     """
     phases = report if report is not None else {}
+    tolerance_of = tolerance_for_precision(ctx.precision)
+    per_pass_sets = per_pass_indices(reference)
     with build_phase(phases, "graph stage"):
-        per_pass = reference.take(per_pass_indices(reference))
-        comparison, captured_outputs = per_pass.check(gm)
+        per_pass = reference.take(per_pass_sets)
+        comparison, outputs = per_pass.check(gm)
         if not comparison.ok:
             return Optimised(None, None, None, f"the captured graph disagrees with eager ({comparison.message})")
-        per_pass = per_pass.take(list(range(len(per_pass.inputs))), captured_outputs).with_tolerance(
-            tolerance_for_precision(ctx.precision))
+        stage_check = per_pass.with_tolerance(tolerance_of, fixed=True)
         # The graph as it is before precision lowering is kept: OpenVINO lowers precision itself,
         # from the fp32 graph. The passes after lower_precision clean up its casts.
         names = [p.name for p in pass_list]
         split = names.index(PRECISION_PASS) if ctx.precision != "fp32" and PRECISION_PASS in names else len(names)
         manager = PassManager(pass_list[:split], verify=verify, on_progress=progress)
-        gm, records = manager.run(gm, ctx, per_pass)
-        fp32_gm = gm
+        gm, records = manager.run(gm, ctx, stage_check)
+        outputs, fp32_gm = _answers_after(manager, outputs), gm
         if split < len(names):
-            gm, tail = PassManager(pass_list[split:], verify=verify, on_progress=progress).run(gm, ctx, per_pass)
+            manager = PassManager(pass_list[split:], verify=verify, on_progress=progress)
+            gm, tail = manager.run(gm, ctx, stage_check)
             records += tail
+            outputs = _answers_after(manager, outputs)
     progress("checking the optimised graph against eager")
-    final_check = reference.with_tolerance(tolerance_for_precision(ctx.precision))
+    final_check = reference.with_tolerance(tolerance_of)
     with build_phase(phases, "final check"):
-        comparison, outputs = final_check.check(gm)
+        comparison, outputs = _final_check(final_check, per_pass_sets, gm, outputs)
     final = comparison.as_dict()
     final["inputs_checked"] = len(final_check.inputs)
     final["tolerance"] = "dtype-aware: fp32 rtol 1e-3 atol 1e-4·max(1,|ref|); see accelc.verify"
     if not final["ok"]:
         return Optimised(gm, records, final, f"optimised graph disagrees with eager ({final['message']})")
-    # The lowering stage is checked against this graph's own answers, which the final check has
-    # just computed: on the per-pass sets, at the default (dtype-aware) tolerance.
-    own = final_check.take(per_pass_indices(final_check), outputs).with_tolerance(dtype_tolerance)
+    # The lowering stage is checked against this graph's own answers on the per-pass sets, at
+    # the default (dtype-aware) tolerance.
+    own = final_check.take(per_pass_sets, outputs).with_tolerance(dtype_tolerance)
     return Optimised(gm, records, final, None, fp32_gm, own)
+
+
+def _answers_after(manager: PassManager, before: list | None) -> list | None:
+    """The answers of the graph ``manager`` returned, on its verifier's sets: its check's, or
+    ``before`` when no pass fired; None when passes fired unchecked (``verify=False``)."""
+    if manager.outputs is not None:
+        return manager.outputs
+    return before if not any(r.status == FIRED for r in manager.records) else None
+
+
+def _final_check(final_check: "Verifier", known_sets: list[int], gm, known: list | None):
+    """``gm`` against eager on every set of ``final_check``: from ``known`` (its answers on
+    ``known_sets``, which the graph stage computed) where given, else by running it; returns the
+    worst comparison and its answers on every set."""
+    if known is None:
+        return final_check.check(gm)
+    comparison = final_check.take(known_sets).compare(known)
+    if not comparison.ok:
+        return comparison, None
+    rest = [i for i in range(len(final_check.inputs)) if i not in known_sets]
+    rest_comparison, rest_outputs = final_check.take(rest).check(gm)
+    outputs = [None] * len(final_check.inputs)
+    for i, out in zip(known_sets + rest, list(known) + rest_outputs):
+        outputs[i] = out
+    return (worst_of(comparison, rest_comparison) if rest_comparison.ok else rest_comparison), outputs
 
 
 def partitioned_runtime(model, gm, inputs, stages, devices, microbatches: int, profile: bool, checker: "Verifier",

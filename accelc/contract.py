@@ -33,13 +33,22 @@ def _storage_key(x: torch.Tensor) -> int | None:
     return ptr or None
 
 
+def _held_tensors(gm: torch.nn.Module) -> dict[str, torch.Tensor]:
+    tensors = dict(gm.named_parameters(remove_duplicate=False)) | dict(gm.named_buffers(remove_duplicate=False))
+    for prefix, module in gm.named_modules():
+        for attr, value in vars(module).items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}.{attr}" if prefix else attr] = value
+    return tensors
+
+
 class WeightWriteGuard(TorchDispatchMode):
     """Raises on any ATen op that writes into one of ``tensors`` (by storage)."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor]):
+    def __init__(self, tensors: dict[str, torch.Tensor] | list[tuple[str, torch.Tensor]]):
         super().__init__()
         self.owners: dict[int, str] = {}
-        for name, tensor in tensors.items():
+        for name, tensor in tensors.items() if isinstance(tensors, dict) else tensors:
             key = _storage_key(tensor)
             if key is not None:
                 self.owners.setdefault(key, name)
@@ -48,12 +57,12 @@ class WeightWriteGuard(TorchDispatchMode):
     @classmethod
     def of(cls, gm: torch.nn.Module) -> "WeightWriteGuard":
         """A guard over every tensor ``gm`` holds: parameters, buffers and plain tensor attributes."""
-        tensors = dict(gm.named_parameters(remove_duplicate=False)) | dict(gm.named_buffers(remove_duplicate=False))
-        for prefix, module in gm.named_modules():
-            for attr, value in vars(module).items():
-                if isinstance(value, torch.Tensor):
-                    tensors[f"{prefix}.{attr}" if prefix else attr] = value
-        return cls(tensors)
+        return cls(_held_tensors(gm))
+
+    @classmethod
+    def of_all(cls, gms: list[torch.nn.Module]) -> "WeightWriteGuard":
+        """A guard over every tensor any of ``gms`` holds (the first holder names a tensor)."""
+        return cls([pair for gm in gms for pair in _held_tensors(gm).items()])
 
     def _written_args(self, func) -> list:
         positions = self._written.get(func)

@@ -1,4 +1,4 @@
-"""Runs an ordered list of passes, of either IR, with a check after each one.
+"""Runs an ordered list of passes, of either IR, and checks what they made.
 
 For every pass the manager:
 1. copies the graph (fx: nodes copied, weight tensors shared; ONNX: the whole model),
@@ -6,11 +6,15 @@ For every pass the manager:
    where it happens (:class:`accelc.contract.WeightWriteGuard`): those tensors are shared with
    the graph before the pass and with the user's model, so the pass is failed and named and
    nothing it touched is kept,
-3. validates the copy (fx: lint and recompile),
-4. with a verifier, runs the copy on its input sets and compares with the graph before the pass
-   (dtype-aware tolerances, :mod:`accelc.verify`),
-5. keeps the copy, or throws it away and records why: a pass that raises, breaks the graph or
-   changes the answer is rolled back or failed and named in the report, and the pipeline goes on.
+3. validates the copy (fx: lint and recompile); a pass that raises or breaks the graph is
+   failed and named, and the next pass gets the graph as it was.
+
+With a verifier, the graph the last pass left is then run on the verifier's input sets and
+compared with the references (dtype-aware tolerances, :mod:`accelc.verify`): one check for the
+whole list, since each check runs the model several times and most passes are right. When it
+fails, bisection over the graphs the passes left names the first wrong pass; it is rolled back,
+the passes after it run again without it, and the record says why. So every pass kept has been
+checked on every set, at the cost of one check, or about log2(passes fired) more per wrong pass.
 
 A manager is itself a pass (of the same IR): managers nest, and the inner one's records are kept.
 What differs between the IRs (copy, validation, node count) is a :class:`GraphKind`; what the
@@ -88,6 +92,9 @@ class GraphKind:
     def guard(self, gm):
         return WeightWriteGuard.of(gm)
 
+    def guard_all(self, gms: list):
+        return WeightWriteGuard.of_all(gms)
+
     def adopt(self, target, source) -> None:
         """Make ``target`` the graph ``source`` is (a nested manager's result, kept in place)."""
         for node in source.graph.nodes:
@@ -126,6 +133,9 @@ class OnnxModels(GraphKind):
     def guard(self, model):
         return contextlib.nullcontext()  # each pass edits its own deserialised copy
 
+    def guard_all(self, models: list):
+        return contextlib.nullcontext()
+
     def adopt(self, target, source) -> None:
         target.graph = source.graph
         target.functions.clear()
@@ -153,6 +163,7 @@ class PassManager(Pass):
         self.kind = KINDS[self.ir]
         self.verifier = verifier
         self.records: list[PassRecord] = []
+        self.outputs: list | None = None
 
     def run(self, graph, ctx: PassContext, verifier=None):
         """Run every pass on ``graph``; returns (the resulting graph, one record per pass).
@@ -166,16 +177,17 @@ class PassManager(Pass):
 
             verifier = Verifier.for_module(graph, ctx.example_inputs)
             verifier.tolerance_of = tolerance_for_precision(ctx.precision)  # lowering on purpose is judged by its dtype
-        records = []
         stage, ctx.stage = ctx.stage, self.stage
         try:
-            for index, pass_ in enumerate(self.passes):
-                self.on_progress(f"{self.stage} pass {index + 1}/{len(self.passes)}: {pass_.name}")
-                graph, record = self._run_one(pass_, graph, ctx, verifier if self.verify else None)
-                records.append(record)
-                log.info("%s: %s %s", record.name, record.status, record.reason or record.stats)
+            graph, records, outputs = self._run_checked(list(self.passes), graph, ctx,
+                                                        verifier if self.verify else None)
         finally:
             ctx.stage = stage
+        if outputs is not None:
+            verifier.accept(outputs)
+        self.outputs = outputs  # the result's answers on the verifier's sets; None: not checked (unchanged)
+        for record in records:
+            log.info("%s: %s %s", record.name, record.status, record.reason or record.stats)
         self.records = records
         return graph, records
 
@@ -188,7 +200,65 @@ class PassManager(Pass):
         fired = [r.name for r in records if r.status == FIRED]
         return PassResult(modified=bool(fired), stats={"fired": len(fired)})
 
-    def _run_one(self, pass_: Pass, graph, ctx: PassContext, verifier):
+    def _run_checked(self, passes: list[Pass], graph, ctx: PassContext, verifier):
+        """Apply ``passes`` in order, then check the result once; returns (graph, records, its
+        outputs on the verifier's sets, or None when nothing was checked).
+
+        One check per stage, not one per pass: a check runs the whole model on every input set,
+        and most passes are right. When the check fails, bisection over the graphs the passes
+        left finds the first one that is wrong (the one before it is right): that pass is rolled
+        back, and the passes after it are applied again to the graph before it, and checked the
+        same way. Every kept graph is thus checked against the references as given, on every set,
+        and a wrong pass costs about log2(passes fired) extra checks.
+        """
+        chain, fired, marks, records = [graph], [], [], []
+        for index, pass_ in enumerate(passes):
+            self.on_progress(f"{self.stage} pass {index + 1}/{len(passes)}: {pass_.name}")
+            marks.append(len(ctx.refusals))
+            result, record = self._apply(pass_, chain[-1], ctx)
+            records.append(record)
+            if record.status == FIRED:
+                chain.append(result)
+                fired.append(index)
+        if verifier is None or not fired:
+            return chain[-1], records, None
+        self.on_progress(f"verifying the {self.stage} stage ({len(fired)} passes fired)")
+        why, comparison, outputs = self._check(verifier, chain, len(chain) - 1)
+        if why is None:
+            records[fired[-1]].max_abs_error = comparison.max_abs_error
+            return chain[-1], records, outputs
+        good, wrong, good_outputs = 0, len(chain) - 1, None  # chain[0], the graph given, is right
+        while wrong - good > 1:
+            middle = (good + wrong) // 2
+            middle_why, comparison, outputs = self._check(verifier, chain, middle)
+            if middle_why is None:
+                good, good_outputs = middle, outputs
+                records[fired[middle - 1]].max_abs_error = comparison.max_abs_error
+            else:
+                wrong, why = middle, middle_why
+        culprit = fired[wrong - 1]  # chain[wrong] is its graph, chain[good] the one it was given
+        record = records[culprit]
+        record.status, record.reason, record.nodes_after = ROLLED_BACK, why, record.nodes_before
+        log.warning("pass %s %s and was rolled back", record.name, why)
+        if culprit + 1 < len(passes):  # what the passes after it refused is refused again below
+            del ctx.refusals[marks[culprit + 1]:]
+        result, rest, outputs = self._run_checked(passes[culprit + 1:], chain[good], ctx, verifier)
+        return result, records[:culprit + 1] + rest, outputs if outputs is not None else good_outputs
+
+    def _check(self, verifier, chain: list, index: int):
+        """(why chain[index] is wrong, or None; its comparison; its outputs). While it runs, the
+        graph may not write into a weight that any graph before it holds."""
+        with self.kind.guard_all(chain[:index]):
+            try:
+                comparison, outputs = verifier.check(chain[index])
+            except Exception as exc:
+                return f"made a graph that raised {first_line(exc)}", None, None
+        if not comparison.ok:
+            return f"changed the outputs: {comparison.message}", comparison, outputs
+        return None, comparison, outputs
+
+    def _apply(self, pass_: Pass, graph, ctx: PassContext):
+        """(the pass's graph, its record): the pass on a copy of ``graph``, validated, unchecked."""
         before = self.kind.count(graph)
         record = PassRecord(pass_.name, UNCHANGED, nodes_before=before, nodes_after=before, stage=self.stage)
         candidate = self.kind.copy(graph)
@@ -212,20 +282,6 @@ class PassManager(Pass):
         finally:
             record.seconds = time.perf_counter() - start
             ctx.current_pass = ""
-        if verifier is not None:
-            self.on_progress(f"verifying {pass_.name}")
-            try:
-                with self.kind.guard(graph):  # the rewritten graph may not write into weights either
-                    comparison, outputs = verifier.check(candidate)
-            except Exception as exc:
-                record.status, record.reason = ROLLED_BACK, f"rewritten graph raised {first_line(exc)}"
-                return graph, record
-            record.max_abs_error = comparison.max_abs_error
-            if not comparison.ok:
-                record.status, record.reason = ROLLED_BACK, f"changed the outputs: {comparison.message}"
-                log.warning("pass %s changed the model's outputs and was rolled back: %s", pass_.name, comparison.message)
-                return graph, record
-            verifier.accept(outputs)
         record.status, record.nodes_after = FIRED, self.kind.count(candidate)
         return candidate, record
 

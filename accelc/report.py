@@ -385,8 +385,11 @@ def _passes_section(report: dict) -> str:
     refusals = report.get("refusals") or []
     every = [r for _, _, tables in stages for _, records in tables for r in records]
     slowest = max([r.get("seconds") or 0.0 for r in every] + [1e-9])
-    headers = ["#", "pass", "status", "what it changed", "nodes before → after", "max abs error", "time", "why"]
-    parts = ["<h2>Passes</h2><p>One table per stage; each pass is checked against the graph before it. "
+    headers = ["#", "pass", "status", "what it changed", "nodes before → after", "max abs error (checked)", "time",
+               "why"]
+    parts = ["<h2>Passes</h2><p>One table per stage. A stage's passes are checked together, once, against "
+             "the stage's references; the error is on the last pass kept (or on each pass a bisection checked), "
+             "and a wrong pass is found by bisection and rolled back. "
              f"Time bars are scaled to the slowest pass on this page ({slowest * 1e3:.1f} ms).</p>"]
     for stage, role, tables in stages:
         parts.append(f"<h3>{_e(_STAGE_TITLES[stage])}</h3><p class='role'>{role}</p>")

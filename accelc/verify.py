@@ -159,10 +159,13 @@ def verification_inputs(example: tuple, count: int = 2, seed: int = 0, signature
 class Verifier:
     """Holds fixed inputs and the reference outputs on them; checks candidates against those."""
 
-    def __init__(self, inputs: list[tuple], reference_outputs: list):
+    def __init__(self, inputs: list[tuple], reference_outputs: list, fixed: bool = False):
         self.inputs = inputs
         self.reference_outputs = reference_outputs
         self.tolerance_of = tolerance  # replaced when lowering precision on purpose
+        # fixed: the references stay (eager's answers) when a candidate is accepted, so that the
+        # errors of successive stages cannot add up unseen
+        self.fixed = fixed
 
     @classmethod
     def for_module(cls, module, example: tuple, count: int = 2, seed: int = 0, signature=None,
@@ -173,32 +176,49 @@ class Verifier:
     def take(self, indices: list[int], reference_outputs: list | None = None) -> "Verifier":
         """A verifier on some of these input sets, with their references (or ``reference_outputs``)."""
         refs = reference_outputs if reference_outputs is not None else self.reference_outputs
-        verifier = Verifier([self.inputs[i] for i in indices], [refs[i] for i in indices])
+        verifier = Verifier([self.inputs[i] for i in indices], [refs[i] for i in indices], self.fixed)
         verifier.tolerance_of = self.tolerance_of
         return verifier
 
-    def with_tolerance(self, tolerance_of) -> "Verifier":
-        verifier = Verifier(self.inputs, self.reference_outputs)
+    def with_tolerance(self, tolerance_of, fixed: bool | None = None) -> "Verifier":
+        verifier = Verifier(self.inputs, self.reference_outputs, self.fixed if fixed is None else fixed)
         verifier.tolerance_of = tolerance_of
         return verifier
 
     def check(self, module) -> tuple[Comparison, list]:
         """Run ``module`` on the fixed inputs; return the worst comparison and its outputs. A
-        failure's message names the input shapes it happened at."""
+        failure's message names the input shapes it happened at; the sets after it are not run."""
         outputs, worst = [], Comparison(True, 0.0, 0.0)
         for x, ref in zip(self.inputs, self.reference_outputs):
-            got = run_detached(module, x)
-            outputs.append(got)
-            cmp = compare_outputs(got, ref, self.tolerance_of)
-            if not cmp.ok:
-                cmp.message = f"at input shapes {shapes_of(x)}: {cmp.message}"
-                return cmp, outputs
-            worst = worst_of(worst, cmp)
+            outputs.append(run_detached(module, x))
+            comparison = self._compare_one(x, outputs[-1], ref)
+            if not comparison.ok:
+                return comparison, outputs
+            worst = worst_of(worst, comparison)
         return worst, outputs
 
+    def compare(self, outputs: list) -> Comparison:
+        """The worst comparison of ``outputs``, answers on these input sets however they were
+        computed, with the references; the first failure, as :meth:`check` gives it."""
+        worst = Comparison(True, 0.0, 0.0)
+        for x, got, ref in zip(self.inputs, outputs, self.reference_outputs, strict=True):
+            comparison = self._compare_one(x, got, ref)
+            if not comparison.ok:
+                return comparison
+            worst = worst_of(worst, comparison)
+        return worst
+
+    def _compare_one(self, inputs: tuple, got, ref) -> Comparison:
+        comparison = compare_outputs(got, ref, self.tolerance_of)
+        if not comparison.ok:
+            comparison.message = f"at input shapes {shapes_of(inputs)}: {comparison.message}"
+        return comparison
+
     def accept(self, outputs: list) -> None:
-        """Make ``outputs`` the new reference (the graph they came from was accepted)."""
-        self.reference_outputs = outputs
+        """Make ``outputs`` the new reference (the graph they came from was accepted), unless the
+        references are :attr:`fixed`."""
+        if not self.fixed:
+            self.reference_outputs = outputs
 
 
 def per_pass_indices(reference: "Verifier") -> list[int]:

@@ -495,14 +495,14 @@ def test_optimize_disable(built):
 
 
 def test_optimize_no_verify(built):
-    """Each fired graph pass is checked against the graph before it and records its error; with
-    --no-verify none is (the final check of the whole graph against eager still runs)."""
+    """The fired graph passes are checked (once, together) and the last one kept records the
+    stage's error; with --no-verify none is (the final check against eager still runs)."""
     checked = built("cnn", *FAST).report
     unchecked = built("cnn", "--no-verify", *FAST).report
     for report in (checked, unchecked):  # the same passes fire either way
         assert {"remove_noops", "fold_conv_bn"} <= {r["name"] for r in report["passes"] if r["status"] == "fired"}
     fired = [r for r in checked["passes"] if r["status"] == "fired"]
-    assert all(isinstance(r["max_abs_error"], float) for r in fired)
+    assert isinstance(fired[-1]["max_abs_error"], float)
     assert all(r["max_abs_error"] is None for r in unchecked["passes"])
     assert unchecked["verification"]["ok"] and unchecked["verification"]["inputs_checked"] > 0
 

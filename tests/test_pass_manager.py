@@ -180,3 +180,94 @@ def test_accelerate_never_changes_the_users_model():
     assert model.training and all(m.training for m in model.modules())  # mode kept
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     torch.testing.assert_close(fast(*inputs), model.eval()(*inputs))  # answers as in eval mode
+
+
+class ReluToSigmoid(Pass):
+    """Wrong on purpose: relu(x) -> sigmoid(x)."""
+    name = "relu_to_sigmoid"
+
+    def run(self, gm, ctx):
+        nodes = find_nodes(gm, aten.relu)
+        for node in nodes:
+            node.target = aten.sigmoid.default
+        return PassResult(modified=bool(nodes))
+
+
+class RefusesEachRelu(Pass):
+    """Right and fires (adds a no-op clone after each relu); refuses each relu it saw, to count."""
+    name = "refuses_each_relu"
+
+    def run(self, gm, ctx):
+        nodes = find_nodes(gm, aten.relu)
+        for node in nodes:
+            ctx.refuse(node, "counted")
+            with gm.graph.inserting_after(node):
+                clone = gm.graph.call_function(aten.clone.default, (node,))
+            node.replace_all_uses_with(clone, delete_user_cb=lambda user: user is not clone)
+        return PassResult(modified=bool(nodes))
+
+
+class SigmoidToTanh(Pass):
+    """Fires only on what relu_to_sigmoid made (and is wrong there too): must not outlive it."""
+    name = "sigmoid_to_tanh"
+
+    def run(self, gm, ctx):
+        nodes = find_nodes(gm, aten.sigmoid)
+        for node in nodes:
+            node.target = aten.tanh.default
+        return PassResult(modified=bool(nodes))
+
+
+def _counting_verifier(gm, inputs):
+    from accelc.verify import Verifier
+
+    verifier = Verifier.for_module(gm, inputs)
+    verifier.checks = 0
+    check = verifier.check
+
+    def counted(module):
+        verifier.checks += 1
+        return check(module)
+
+    verifier.check = counted
+    return verifier
+
+
+def test_a_stage_of_right_passes_is_checked_once(graph):
+    model, inputs, gm = graph
+    verifier = _counting_verifier(gm, inputs)
+    passes = resolve(["eliminate_common_subexpressions"]) + [RefusesEachRelu()]
+    new_gm, records = PassManager(passes).run(gm, PassContext(example_inputs=inputs), verifier)
+    assert [r.status for r in records] == [FIRED, FIRED] and verifier.checks == 1
+    assert records[-1].max_abs_error is not None  # the stage's check is on the record of the last pass kept
+    torch.testing.assert_close(new_gm(*inputs), model(*inputs))
+
+
+@pytest.mark.parametrize("where", [0, 1, 2])
+def test_bisection_rolls_back_the_wrong_pass_and_redoes_the_ones_after_it(graph, where):
+    """Wherever the wrong pass sits, it alone is rolled back; a pass that fired only on its graph
+    does not survive it; what the redone passes refuse is not counted twice."""
+    model, inputs, gm = graph
+    right = resolve(["eliminate_common_subexpressions"]) + [RefusesEachRelu()]
+    passes = right[:where] + [ReluToSigmoid(), SigmoidToTanh()] + right[where:]
+    ctx = PassContext(example_inputs=inputs)
+    verifier = _counting_verifier(gm, inputs)
+    new_gm, records = PassManager(passes).run(gm, ctx, verifier)
+    status = {r.name: r.status for r in records}
+    assert [r.name for r in records] == [p.name for p in passes]
+    assert status["relu_to_sigmoid"] == ROLLED_BACK and "changed the outputs" in records[where].reason
+    assert status["sigmoid_to_tanh"] == UNCHANGED  # redone on the graph before relu_to_sigmoid: nothing to do
+    assert status["eliminate_common_subexpressions"] == FIRED and status["refuses_each_relu"] == FIRED
+    assert len([r for r in ctx.refusals if r.pass_name == "refuses_each_relu"]) == 1  # one relu after CSE
+    assert not find_nodes(new_gm, aten.sigmoid) and not find_nodes(new_gm, aten.tanh)
+    assert verifier.checks <= 5  # one for the stage, two to bisect 4 graphs, one for the passes redone
+    torch.testing.assert_close(new_gm(*inputs), model(*inputs))
+
+
+def test_two_wrong_passes_are_both_rolled_back(graph):
+    model, inputs, gm = graph
+    passes = [ReluToSigmoid()] + resolve(["eliminate_common_subexpressions"]) + [ReluToSigmoid()]
+    passes[2].name = "relu_to_sigmoid_again"
+    new_gm, records = PassManager(passes).run(gm, PassContext(example_inputs=inputs))
+    assert [r.status for r in records] == [ROLLED_BACK, FIRED, ROLLED_BACK]
+    torch.testing.assert_close(new_gm(*inputs), model(*inputs))

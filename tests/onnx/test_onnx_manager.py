@@ -109,3 +109,38 @@ def test_onnx_refusals_join_the_compilations_context():
     assert onnx == [("split_causal_attention", "query length is symbolic: chunks are decided at build time")] * 2, ctx.refusals
     assert [(r["name"], r["status"], r["stage"]) for r in report["onnx_passes"]] == [
         ("fuse_attention", FIRED, "onnx"), ("split_causal_attention", UNCHANGED, "onnx")]
+
+
+class IdentityAgain(IdentityOnTheOutput):
+    """The harmless rewrite once more, under another name."""
+
+    name = "identity_again"
+
+    def run(self, model, ctx):
+        node = ir.Node("", "Identity", [model.graph.outputs[0]])
+        model.graph.append(node)
+        node.outputs[0].name = "identity_again_output"
+        model.graph.outputs[0] = node.outputs[0]
+        return PassResult(True, {"identities": 1})
+
+
+def test_a_stage_of_right_passes_is_checked_in_one_session(export_root, tmp_path, monkeypatch):
+    """The stage is checked once (one ORT session), not once per pass; a wrong pass between right
+    ones is found by bisection and only it is rolled back."""
+    import accelc.onnx.optimize as optimize
+
+    sessions = []
+    real = optimize.run_all_in_ort
+    monkeypatch.setattr(optimize, "run_all_in_ort", lambda *a, **k: sessions.append(1) or real(*a, **k))
+    _, inputs, _, gm = captured_dynamic("mlp")
+    cases = [(x, eager_outputs("mlp", x)) for x in (inputs, inputs_at("mlp", (3,)))]
+    meta = {"arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"]}
+    export = exported_dynamic("mlp", export_root).model
+    _, records = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path), [IdentityOnTheOutput(), IdentityAgain()])
+    assert [r.status for r in records] == [FIRED, FIRED] and len(sessions) == 1
+    sessions.clear()
+    model, records = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path),
+                                   [IdentityOnTheOutput(), NegateTheOutput(), IdentityAgain()])
+    assert [r.status for r in records] == [FIRED, ROLLED_BACK, FIRED], records
+    assert [o.name for o in model.graph.output] == ["identity_again_output"]
+    assert len(sessions) <= 4  # the stage, two bisection steps, the redone pass
