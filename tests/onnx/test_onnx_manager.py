@@ -144,3 +144,44 @@ def test_a_stage_of_right_passes_is_checked_in_one_session(export_root, tmp_path
     assert [r.status for r in records] == [FIRED, ROLLED_BACK, FIRED], records
     assert [o.name for o in model.graph.output] == ["identity_again_output"]
     assert len(sessions) <= 4  # the stage, two bisection steps, the redone pass
+
+
+class ScaleTheFirstWeightInPlace(OnnxPass):
+    """Breaks the contract: writes into a weight it was given instead of replacing it."""
+
+    name = "scale_the_first_weight_in_place"
+
+    def run(self, model, ctx):
+        weight = next(v for v in model.graph.initializers.values() if v.const_value is not None
+                      and len(v.const_value.shape) == 2)
+        weight.const_value.numpy()[...] *= 2.0
+        return PassResult(True, {"scaled": 1})
+
+
+class ReplaceTheFirstWeight(OnnxPass):
+    """A numpy-backed weight of its own, replacing the exported one (which later passes share)."""
+
+    name = "replace_the_first_weight"
+
+    def run(self, model, ctx):
+        weight = next(v for v in model.graph.initializers.values() if v.const_value is not None
+                      and len(v.const_value.shape) == 2)
+        weight.const_value = ir.tensor(weight.const_value.numpy().copy(), name=weight.name)
+        return PassResult(True, {"replaced": 1})
+
+
+def test_copies_share_weights_and_no_pass_writes_into_one(export_root, tmp_path):
+    """The manager's copies share tensors with the model before them (no weight copied per pass);
+    a pass that writes into a weight in place, whether the exporter's or one an earlier pass made,
+    is failed and named, and the model the stage returns holds the weights as they were."""
+    _, inputs, _, gm = captured_dynamic("mlp")
+    cases = [(x, eager_outputs("mlp", x)) for x in (inputs, inputs_at("mlp", (3,)))]
+    meta = {"arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"]}
+    export = exported_dynamic("mlp", export_root).model
+    for passes in ([ScaleTheFirstWeightInPlace()], [ReplaceTheFirstWeight(), ScaleTheFirstWeightInPlace()]):
+        model, records = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path), passes)
+        assert records[-1].status == FAILED and "read-only" in records[-1].reason, records[-1]
+        assert all(r.status == FIRED for r in records[:-1]), records
+        outputs = run_all_in_ort(model, [x for x, _ in cases], meta["arg_names"], str(tmp_path))
+        for got, (_, reference) in zip(outputs, cases):
+            assert compare_outputs(got, reference).ok
