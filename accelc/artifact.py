@@ -197,7 +197,7 @@ def _refuse_pickled_objects(model_path: str) -> None:
 def read_artifact(path: str, device: str | None = None) -> dict:
     """An artifact folder's parts, as :class:`accelc.module.AcceleratedModule` takes them
     (``AcceleratedModule.load`` is the public way in). The PyTorch runtime's lowering stage is
-    replayed from the report through the same pass manager, each lowering verified again."""
+    replayed from the report through the same pass manager, the stage verified again."""
     from .capture import graph_module_from_program
     from .outputs import OutputStructure
     from .pipeline import fired_names, lower

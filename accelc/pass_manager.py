@@ -125,7 +125,12 @@ class OnnxModels(GraphKind):
         graph's size, not the weights' (a serialise/deserialise round trip of BERT-base took
         0.65 s a pass). Passes replace tensors and never write into one; the numpy arrays behind
         tensors are made read-only, so a pass that tries raises and is failed and named."""
-        clone = model.clone()
+        import onnx_ir as ir
+
+        try:
+            clone = model.clone()
+        except RuntimeError:  # onnx-ir clones no subgraph that reads a value defined after its node
+            clone = ir.serde.deserialize_model(ir.serde.serialize_model(model))
         for graph in (clone.graph, *clone.graph.subgraphs()):
             for value in graph.initializers.values():
                 raw = getattr(value.const_value, "raw", None)

@@ -1,7 +1,7 @@
 """Running the stages of :mod:`accelc.stages`: each a list of passes through one PassManager.
 
     names (accelc.stages.build_pipeline) ─► instances (the registry loads only these) ─►
-    PassManager(stage) on the graph, each pass verified at the example and at other sizes
+    PassManager(stage) on the graph, the stage verified at the example and at other sizes
 
 The API runs the graph stage once, the lowering stage once for the PyTorch runtime, and the
 ONNX stage (:func:`accelc.onnx.build.build_onnx_runtime`) for ONNX Runtime. Loading an artifact
@@ -27,8 +27,8 @@ def stage_passes(registry: Registry, pipeline: Pipeline, stage: str) -> list[Pas
 def lower(gm: torch.fx.GraphModule, device: torch.device, example_inputs: tuple, passes: list[Pass],
           signature=None, on_progress=None, refusals: list | None = None,
           reference=None) -> tuple[torch.fx.GraphModule, list[PassRecord]]:
-    """The lowering stage: the device's runtime lowerings on ``gm``, each verified against the
-    graph before it at the example and (given the ``signature`` of a dynamic graph) at other
+    """The lowering stage: the device's runtime lowerings on ``gm``, verified (as a stage, the
+    pass manager finding a wrong one) against ``gm``'s answers at the example and (given the ``signature`` of a dynamic graph) at other
     points of its ranges. ``reference``: a :class:`accelc.verify.Verifier` holding ``gm``'s own
     answers on such sets, when the caller has them (the build does; a load computes them)."""
     from .verify import Verifier

@@ -1,11 +1,11 @@
 """Build the ONNX Runtime runtime of an optimised graph: export, the onnx stage, a session.
 
-    gm ─export─► ONNX ─onnx stage (each pass verified in ORT)─► model.onnx ─► OrtRuntime
+    gm ─export─► ONNX ─onnx stage (verified in ORT)─► model.onnx ─► OrtRuntime
      └─ an op ONNX cannot express ─► partial export: each exportable region built so, inside a GraphModule
 
 The model's dynamic sizes are the graph's: :func:`build_onnx_runtime` takes torch.export's
 ``dynamic_shapes`` spec for the inputs, and ``cases`` (inputs and reference outputs, at the
-example and at other sizes) on which every ONNX pass is checked. The runtime itself is not
+example and at other sizes) on which the onnx stage is checked. The runtime itself is not
 checked here: the caller checks it against eager, as it checks every runtime.
 
 Every file of a build (the export, each pass's candidate, model.onnx, TensorRT's cache) lives
@@ -37,7 +37,7 @@ from .partial import build_partial, unexportable_nodes
 def build_onnx_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, device, ctx: PassContext, passes: list[Pass], *,
                        dynamic_shapes=None, cases: list[tuple[tuple, list[torch.Tensor]]] | None = None,
                        on_progress=None, exported: OnnxExport | None = None) -> tuple[torch.nn.Module, dict]:
-    """Export ``gm``, run the onnx stage's ``passes`` (each verified in ORT), open a session;
+    """Export ``gm``, run the onnx stage's ``passes`` (verified in ORT), open a session;
     return the runtime and its report section.
 
     ``ctx`` is the compilation's context: ``ctx.precision`` is the precision, and what the ONNX

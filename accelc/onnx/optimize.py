@@ -1,8 +1,8 @@
-"""The onnx stage: the ONNX passes on an exported model, each checked in ONNX Runtime.
+"""The onnx stage: the ONNX passes on an exported model, checked in ONNX Runtime.
 
-    ONNX model ─► PassManager (ir "onnx", stage "onnx"): for each pass, copy → pass →
-                  OrtVerifier: ORT (CPU) on every input set, same answers as the references?
-                  keep : roll back, record why
+    ONNX model ─► PassManager (ir "onnx", stage "onnx"): each pass on a copy (tensors shared) →
+                  OrtVerifier, once for the stage: ORT (CPU) on every input set, same answers
+                  as the references? keep : bisect to the first wrong pass, roll it back, say why
 
 The same :class:`accelc.pass_manager.PassManager` as the fx stages, so a pass that raises is
 failed, one that changes the outputs is rolled back, and the records, statuses and refusals
@@ -104,8 +104,8 @@ def optimize_onnx(model: onnx.ModelProto, cases: list[tuple[tuple, list]], meta:
 
     ``cases`` are (inputs, flat reference outputs) pairs: the example first, then inputs at other
     sizes for a model with dynamic ones; ``meta["arg_names"]`` maps the model's inputs to
-    positions in them. A pass is kept only if ORT matches every reference at the tolerance of
-    ``ctx.precision``. What the passes refuse goes to ``ctx.refusals`` (stage "onnx").
+    positions in them. The stage's result is kept only if ORT matches every reference at the
+    tolerance of ``ctx.precision``; else the first wrong pass is found and rolled back. What the passes refuse goes to ``ctx.refusals`` (stage "onnx").
     """
     verifier = OrtVerifier(cases, meta["arg_names"], workdir, tolerance_for_precision(ctx.precision))
     manager = PassManager(passes, on_progress=on_progress, stage=ONNX, ir="onnx", verifier=verifier)
