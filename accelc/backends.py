@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch.utils import _pytree as pytree
 
@@ -183,7 +183,8 @@ def _onnxruntime(gm, inputs, device, ctx: PassContext, stage_pass: dict, signatu
     (:func:`check_the_rest` does the others); None (and ``report["backend_fallback"]`` says why)
     when it cannot be built or disagrees."""
     progress("exporting to ONNX and building an ONNX Runtime session")
-    onnx_ctx = PassContext(device=device, precision=report["precision"], example_inputs=inputs, refusals=ctx.refusals)
+    onnx_ctx = PassContext(device=device, precision=report["precision"], example_inputs=inputs, refusals=ctx.refusals,
+                           error_budget=ctx.error_budget)
     try:
         from .onnx.build import build_onnx_runtime
 
@@ -325,11 +326,13 @@ def choose_precision(gm, inputs, backend: str, device, ctx: PassContext, stage_p
             progress(f"building {name} at {precision} for --precision auto")
             sub = {"precision": precision}  # its own build phases stay in it: this whole loop is one phase
             checker = reference.with_tolerance(tolerance_for_precision(precision))
-            candidate_ctx = PassContext(device=device, precision=precision, example_inputs=inputs)
+            # int8 keeps its most sensitive layers in fp32 where that brings it within the tolerance
+            candidate_ctx = PassContext(device=device, precision=precision, example_inputs=inputs,
+                                        error_budget=tolerance if precision == "int8" else None)
             built, graph, why = build(gm, inputs, device, candidate_ctx, stage_pass, signature, checker, sub, progress,
                                       exports.get("onnx"))
             candidate = _Candidate(precision, name, built, graph, _runtime_error(sub | {"backend": name}), sub, why,
-                                   checker=checker)
+                                   checker=checker, refusals=candidate_ctx.refusals)
             candidate.drop_if_above(tolerance)
             candidates.append(candidate)
     exports.clear()
@@ -364,6 +367,7 @@ def choose_precision(gm, inputs, backend: str, device, ctx: PassContext, stage_p
     report["precision"] = chosen.precision
     report["precision_tolerance"] = tolerance
     if chosen.precision != "fp32":
+        ctx.refusals.extend(chosen.refusals)  # what its build left alone (int8: the layers kept fp32)
         report["backend"] = chosen.backend
         report.pop("backend_choice", None)  # that timing chose among the fp32 runtimes
         for key in ("onnx", "openvino", "runtime_lowering"):
@@ -387,6 +391,7 @@ class _Candidate:
     median_ms: float | None = None
     checker: object = None  # the Verifier at this precision's tolerance
     checked_fully: bool = False  # on every set, not only the quick ones
+    refusals: list = field(default_factory=list)  # its build's, joined to the report's if it is kept
 
     @property
     def label(self) -> str:
@@ -413,7 +418,8 @@ class _Candidate:
         else:
             reason = "slower"
         error = self.error or {}
-        return {"precision": self.precision, "backend": self.backend,
+        kept_fp32 = [r.node for r in self.refusals if r.pass_name == "quantize_int8" and r.reason.startswith("kept in fp32")]
+        return {"precision": self.precision, "backend": self.backend, "layers_kept_fp32": kept_fp32,
                 "median_ms": None if self.median_ms is None else round(self.median_ms, 3),
                 "max_abs_error": error.get("max_abs_error"), "max_rel_error": error.get("relative_error"),
                 "inputs_checked": error.get("inputs_checked"), "chosen": chosen, "reason": reason}

@@ -335,8 +335,9 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
         error = f"error {c['max_rel_error']:.2g}" if c.get("max_rel_error") is not None else "no error measured"
         if c.get("inputs_checked") and c.get("max_rel_error") is not None:
             error += f" on {c['inputs_checked']} input sets"
+        partly = f", {len(c['layers_kept_fp32'])} layers kept fp32" if c.get("layers_kept_fp32") else ""
         rows.append(("precision " + ("kept" if c["chosen"] else "tried"),
-                     f"{c['precision']} on {c['backend']}: {error}{timed} ({c['reason']})"))
+                     f"{c['precision']} on {c['backend']}{partly}: {error}{timed} ({c['reason']})"))
     if report.get("fallback"):
         rows.append(("fallback", report["fallback"]))
     for warning in report.get("warnings") or ():

@@ -78,6 +78,9 @@ class PassContext:
     refusals: list[Refusal] = field(default_factory=list)
     current_pass: str = ""
     stage: str = "graph"
+    # The relative error (max|out - eager fp32| / max|eager fp32|) a lowered precision may cost,
+    # where the caller has one (precision="auto"'s tolerance); None: the precision's own bar.
+    error_budget: float | None = None
 
     def __post_init__(self):
         self.device = torch.device(self.device)  # "cpu" and torch.device("cpu") alike

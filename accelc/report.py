@@ -551,6 +551,11 @@ def _latency_section(report: dict) -> str:
 
 # -- 7. precision candidates -----------------------------------------------------------------
 
+def _kept_fp32_note(candidate: dict) -> str:
+    kept = candidate.get("layers_kept_fp32")
+    return f" ({len(kept)} layers kept fp32: {', '.join(kept)})" if kept else ""
+
+
 def _precision_section(report: dict) -> str:
     candidates = report.get("precision_candidates")
     if not isinstance(candidates, list) or not candidates or not all(isinstance(c, dict) for c in candidates):
@@ -562,7 +567,7 @@ def _precision_section(report: dict) -> str:
         kept = bool(c.get("chosen"))
         ms, err = c.get("median_ms"), c.get("max_abs_error")
         rows.append((kept, [
-            f"<td>{_e(c.get('precision'))}</td>",
+            f"<td>{_e(c.get('precision'))}{_e(_kept_fp32_note(c))}</td>",
             f"<td>{_e(c.get('backend') or '—')}</td>",
             f"<td class='num'>{_bar((ms or 0.0) / slowest)}{_e(_fmt_ms(ms) or '—')}</td>",
             f"<td class='num'>{_bar((err or 0.0) / worst, 'err')}{_e(_fmt_err(err) or '—')}</td>",

@@ -140,7 +140,10 @@ def test_every_call_is_eager_or_an_accelc_error(builds, name, backend):
     @settings(max_examples=20, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(batch=st.integers(1, 9), seq=st.integers(1, 4 * seq_example + 8),
-           side=st.sampled_from(sorted({4, side_example // 2, side_example, side_example + 8, 2 * side_example})),
+           # the example's side half the time: a model with a fixed image size (ViT) then still
+           # gets calls at other batch sizes, not only the refusals of other sides
+           side=st.one_of(st.just(side_example),
+                          st.sampled_from(sorted({4, side_example // 2, side_example + 8, 2 * side_example}))),
            seed=st.integers(0, 2**16))
     def prop(batch, seq, side, seed):
         check(name, backend, model, fast, loaded, inputs_of(example, batch, seq, side, seed))

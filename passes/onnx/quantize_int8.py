@@ -35,6 +35,8 @@ import onnx_ir as ir
 
 from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, count_ops, cpu_has_int8_dot_products
 
+from . import int8_sensitivity as sensitivity
+
 # The quantiser's MatMul handler also takes Gemm (rewritten as MatMulInteger plus the bias Add).
 QUANTISED_OPS = ["MatMul", "Gemm"]
 
@@ -112,19 +114,74 @@ class QuantizeInt8(OnnxPass):
         # Without VNNI, ONNX Runtime's uint8×int8 kernel saturates on full-range weights; 7 bits
         # cannot saturate and cost about twice the error. The artifact records which it got.
         weight_bits = 8 if cpu_has_int8_dot_products() else 7
+        kept: dict[str, float] = {}
+        error = None
         with tempfile.TemporaryDirectory(prefix="accelc-int8-") as folder, _quantiser_advice_dropped():
-            src, dst = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "int8.onnx")
+            src = os.path.join(folder, "fp32.onnx")
             onnx.save(proto, src)
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, reduce_range=weight_bits == 7,
-                             op_types_to_quantize=QUANTISED_OPS, extra_options={
-                                 "MatMulConstBOnly": True,
-                                 # Outputs of contrib ops (MultiHeadAttention) have no inferred type.
-                                 "DefaultTensorType": onnx.TensorProto.FLOAT,
-                             })
+
+            def quantised_without(exclude) -> str:
+                dst = os.path.join(folder, f"int8-{len(exclude)}.onnx")
+                quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, reduce_range=weight_bits == 7,
+                                 op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=_with_gemm_names(exclude),
+                                 extra_options={
+                                     "MatMulConstBOnly": True,
+                                     # Outputs of contrib ops (MultiHeadAttention) have no inferred type.
+                                     "DefaultTensorType": onnx.TensorProto.FLOAT,
+                                 })
+                return dst
+
+            dst = quantised_without([])
+            if ctx.error_budget is not None:
+                dst, kept, error = _within_budget(proto, src, dst, quantised_without, folder, weight_bits, ctx)
+                if dst is None:
+                    return PassResult(False, {"candidates": candidates, "quantised": 0})
             new = ir.serde.deserialize_model(onnx.load(dst))
         quantised = count_ops(new, "MatMulInteger", "DynamicQuantizeMatMul")
         # Replace the graph in place: the optimiser holds `model`, not a return value.
         model.graph = new.graph
         model.opset_imports.update(new.opset_imports)
-        return PassResult(quantised > 0, {"candidates": candidates, "quantised": quantised,
-                                          "weights_stored_transposed": transposed, "weight_bits": weight_bits})
+        stats = {"candidates": candidates, "quantised": quantised, "weights_stored_transposed": transposed,
+                 "weight_bits": weight_bits}
+        if error is not None:
+            stats |= {"kept_fp32": len(kept), "error_on_example": round(error, 5)}
+        return PassResult(quantised > 0, stats)
+
+
+def _with_gemm_names(names) -> list[str]:
+    """Node names as the quantiser matches them: it first rewrites Gemm as a MatMul named
+    ``<name>_MatMul`` (plus the bias Add), so a Gemm is excluded under both names."""
+    return sorted({n for name in names for n in (name, f"{name}_MatMul")})
+
+
+def _within_budget(proto, src: str, dst: str, quantised_without, folder: str, weight_bits: int, ctx):
+    """(the int8 model's path, the layers kept in fp32 with their own errors, its error on the
+    example) within ``ctx.error_budget``: the layers whose own int8 error is largest stay fp32,
+    1, 2, 4, … of them, until the whole model's error is within. (None, …) when no half of the
+    layers does it, or the example cannot be fed (the pass then refuses)."""
+    feeds = sensitivity.feeds_for(proto, ctx.example_inputs)
+    if feeds is None:
+        ctx.refuse("graph", "the export does not take the example's inputs one for one: its int8 error cannot be "
+                            "measured, so it is not quantised under an error budget")
+        return None, {}, None
+    reference = sensitivity.run(src, feeds)
+    error = sensitivity.relative_error(sensitivity.run(dst, feeds), reference)
+    if error <= ctx.error_budget:
+        return dst, {}, error
+    errors = sensitivity.layer_errors(proto, folder, feeds, weight_bits)
+    ranked = sensitivity.ranked(proto, errors)
+    count = 1
+    while count <= len(ranked) // 2:
+        kept = {name: errors[name] for name in ranked[:count]}
+        dst = quantised_without(list(kept))
+        error = sensitivity.relative_error(sensitivity.run(dst, feeds), reference)
+        if error <= ctx.error_budget:
+            for name, own in kept.items():
+                ctx.refuse(name, f"kept in fp32: one of the {count} layers most likely to carry int8 error to the "
+                                 f"output (its own: {own:.2g}); with every layer int8 the model's error was above the "
+                                 f"budget {ctx.error_budget:g}")
+            return dst, kept, error
+        count *= 2
+    ctx.refuse("graph", f"int8 error {error:.2g} on the example is above the budget {ctx.error_budget:g} even with "
+                        f"the {count // 2} most sensitive of {len(ranked)} layers kept in fp32")
+    return None, {}, error

@@ -51,11 +51,12 @@ class IdentityOnTheOutput(OnnxPass):
     """A harmless rewrite: the first output through an Identity."""
 
     name = "identity_on_the_output"
+    output_name = "identity_output"
 
     def run(self, model, ctx):
         node = ir.Node("", "Identity", [model.graph.outputs[0]])
         model.graph.append(node)
-        node.outputs[0].name = "identity_output"
+        node.outputs[0].name = self.output_name
         model.graph.outputs[0] = node.outputs[0]
         return PassResult(True, {"identities": 1})
 
@@ -115,13 +116,7 @@ class IdentityAgain(IdentityOnTheOutput):
     """The harmless rewrite once more, under another name."""
 
     name = "identity_again"
-
-    def run(self, model, ctx):
-        node = ir.Node("", "Identity", [model.graph.outputs[0]])
-        model.graph.append(node)
-        node.outputs[0].name = "identity_again_output"
-        model.graph.outputs[0] = node.outputs[0]
-        return PassResult(True, {"identities": 1})
+    output_name = "identity_again_output"
 
 
 def test_a_stage_of_right_passes_is_checked_in_one_session(export_root, tmp_path, monkeypatch):

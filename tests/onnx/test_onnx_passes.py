@@ -268,6 +268,47 @@ def test_quantize_int8_uses_7_bit_weights_without_vnni(flags, bits, export_root,
     assert check.ok, check.message
 
 
+def _apply_with_budget(sample: str, proto, budget: float):
+    model = ir.serde.deserialize_model(proto)
+    _, inputs, _ = captured(sample)
+    ctx = PassContext(precision="int8", current_pass="quantize_int8", stage="onnx", example_inputs=inputs,
+                      error_budget=budget)
+    result = REGISTRY.create("onnx", "quantize_int8")(model, ctx)
+    return ir.serde.serialize_model(model), result, ctx
+
+
+def _relative_error_in_ort(proto, sample, tmp_path) -> float:
+    return _ort_check(proto, sample, tmp_path, tolerance_for_precision("int8")).relative_error
+
+
+def test_quantize_int8_keeps_the_most_sensitive_layers_in_fp32_within_a_budget(export_root, tmp_path):
+    """With an error budget (precision="auto"'s tolerance) below what int8 everywhere gives, the
+    layers with the largest own int8 error stay fp32 until the model is within it; each is named
+    in a refusal. A budget int8 meets at once keeps none; one no half of the layers can meet
+    leaves the model float and says so."""
+    proto = exported("bert", export_root).model
+    everything, result, _ = _apply("quantize_int8", proto, precision="int8")
+    full_error = _relative_error_in_ort(everything, "bert", tmp_path)
+    assert full_error > 1e-3 and result.stats["quantised"] == result.stats["candidates"]
+
+    budget = full_error / 3
+    new, result, ctx = _apply_with_budget("bert", proto, budget)
+    kept = result.stats["kept_fp32"]
+    assert result.modified and kept >= 1 and result.stats["quantised"] == result.stats["candidates"] - kept, result
+    assert _relative_error_in_ort(new, "bert", tmp_path) <= budget * 1.25  # the pass measured it against the fp32 export
+    assert len([r for r in ctx.refusals if r.reason.startswith("kept in fp32")]) == kept
+    kept_names = {r.node for r in ctx.refusals if r.reason.startswith("kept in fp32")}
+    float_layers = {n.name for n in new.graph.node if n.op_type in ("MatMul", "Gemm")}
+    assert all({name, f"{name}_MatMul"} & float_layers for name in kept_names), (kept_names, float_layers)
+
+    loose, result, _ = _apply_with_budget("bert", proto, full_error * 2)
+    assert result.stats["kept_fp32"] == 0 and result.stats["quantised"] == result.stats["candidates"]
+
+    untouched, result, ctx = _apply_with_budget("bert", proto, 1e-9)
+    assert not result.modified and op_counts(untouched) == op_counts(proto)
+    assert any("above the budget" in r.reason for r in ctx.refusals), ctx.refusals
+
+
 def test_quantize_int8_is_idempotent_and_off_at_fp32(export_root):
     proto = _prepared("bert", export_root, ["fuse_attention"])
     untouched, result, _ = _apply("quantize_int8", proto, precision="fp32")
