@@ -458,6 +458,10 @@ def _build_openvino_candidate(gm, inputs, device, ctx, stage_pass, signature, ch
 
 def _build_ort_candidate(gm, inputs, device, ctx, stage_pass, signature, checker, sub, progress, exported):
     runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, sub, progress, exported)
+    quantised = [p for p in (sub.get("onnx") or {}).get("onnx_passes", []) if p["name"] == "quantize_int8"]
+    if runtime is not None and not any(p["status"] == "fired" for p in quantised):
+        why = next((r.reason for r in ctx.refusals if r.pass_name == "quantize_int8"), "quantize_int8 did not fire")
+        return None, gm, f"not quantised: {why}"  # the fp32 export under the name int8 is no candidate
     return runtime, gm, sub.get("backend_fallback")
 
 

@@ -37,6 +37,8 @@ from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, count_o
 
 from . import int8_sensitivity as sensitivity
 
+log = logging.getLogger(__name__)
+
 # The quantiser's MatMul handler also takes Gemm (rewritten as MatMulInteger plus the bias Add).
 QUANTISED_OPS = ["MatMul", "Gemm"]
 
@@ -170,11 +172,18 @@ def _within_budget(proto, src: str, dst: str, quantised_without, folder: str, we
         return dst, {}, error
     errors = sensitivity.layer_errors(proto, folder, feeds, weight_bits)
     ranked = sensitivity.ranked(proto, errors)
-    count = 1
+    first, count = error, 1
     while count <= len(ranked) // 2:
+        if count > 4 and error > 0.75 * first:  # error spread over every layer: more fp32 will not do
+            ctx.refuse("graph", f"int8 error {error:.2g} on the example is above the budget {ctx.error_budget:g}, and "
+                                f"keeping the {count // 2} most sensitive of {len(ranked)} layers in fp32 did not bring "
+                                f"it down (it was {first:.2g}): the error is spread over the layers")
+            return None, {}, error
         kept = {name: errors[name] for name in ranked[:count]}
         dst = quantised_without(list(kept))
         error = sensitivity.relative_error(sensitivity.run(dst, feeds), reference)
+        log.debug("quantize_int8: %d of %d layers kept fp32: error %.3g (budget %g)", count, len(ranked), error,
+                  ctx.error_budget)
         if error <= ctx.error_budget:
             for name, own in kept.items():
                 ctx.refuse(name, f"kept in fp32: one of the {count} layers most likely to carry int8 error to the "
