@@ -32,7 +32,7 @@ from .registry import Registry
 from .cpu import cpu_has_native_bf16
 from .runtime.torch import resolve_device, to_device
 from .shapes import (DynamicChoice, Signature, auto_dynamic_shapes, capture_dims, grow, inputs_at, parse_dynamic,
-                     placeholder_names, signature_from_graph, static_signature)
+                     placeholder_names, signature_from_graph, static_signature, verified_ties)
 from .source import exception_location, first_line, quoted_line
 from .stages import GRAPH, LOWERING, ONNX, PRECISION_PASS, build_pipeline
 from .index_bounds import bounded_signature
@@ -176,8 +176,11 @@ def accelerate(
     # the largest probe from twice the example to 1024 (GPT-2 b8: 17 GB and minutes of checks).
     signature, notes = bounded_signature(signature, cap.graph_module)
     report["dynamic_narrowed"].extend(notes)
+    verified_at = _verified_points(reference, signature)
+    # Sizes of one axis in two inputs (a batch and a mask's batch) are served only as verified: equal.
+    signature = verified_ties(signature, verified_at)
     report["dynamic"] = signature.as_dict() | {"requested": choice.as_dict(),
-                                               "verified_at": _verified_points(reference, signature),
+                                               "verified_at": verified_at,
                                                "narrowed": report.pop("dynamic_narrowed")}
     optimised = optimise_captured(cap.graph_module, reference, stage_pass[GRAPH], ctx, verify, progress, report)
     if optimised.records is not None:

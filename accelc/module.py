@@ -98,6 +98,8 @@ class AcceleratedModule(torch.nn.Module):
 
     @staticmethod
     def _how_to_widen(why: str) -> str:
+        if getattr(why, "untied", False):
+            return "give those inputs the same size, or capture with example inputs whose sizes differ there"
         if getattr(why, "bad_values", False):
             return "check the inputs: they index a table of the model (token ids past the vocabulary, say)"
         symbol = getattr(why, "out_of_range", None)

@@ -149,6 +149,7 @@ class Mismatch(str):
 
     out_of_range: str | None = None
     bad_values: bool = False  # an index input's values past its table
+    untied: bool = False  # two sizes verified only equal differ
 
 
 @dataclass
@@ -173,10 +174,17 @@ class InputSpec:
 @dataclass
 class Signature:
     """The calls an accelerated module answers: input count, dtypes, ranks, static sizes, and a
-    named symbol with a range for each dynamic size (a symbol shared by two dims ties them)."""
+    named symbol with a range for each dynamic size (a symbol shared by two dims ties them).
+
+    ``ties``: groups of symbols the graph leaves independent but that were equal at every size
+    verified, such as the batch of ``input_ids`` and the batch of an ``attention_mask`` the model
+    would broadcast (:func:`verified_ties`). A call where they differ was never checked: it is
+    outside the signature.
+    """
 
     inputs: list[InputSpec]
     ranges: dict[str, tuple]  # symbol -> (lo, hi | None)
+    ties: tuple = ()  # tuples of symbols
 
     def __post_init__(self):
         self._compile()
@@ -194,6 +202,7 @@ class Signature:
         self._checks = checks
         self._value_checks = tuple((i, spec.values_below) for i, spec in enumerate(self.inputs)
                                    if spec.values_below is not None)
+        self.ties = tuple(tuple(group) for group in self.ties)
 
     @property
     def is_static(self) -> bool:
@@ -231,6 +240,9 @@ class Signature:
                     seen[symbol] = size
                 elif earlier != size:
                     return self._wrong(index, x, f"its {symbol} is {size} where an earlier input's is {earlier}")
+        for group in self.ties:
+            if len({seen[symbol] for symbol in group}) > 1:
+                return self._untied(args, group, seen)
         for index, below in self._value_checks:
             x = args[index]
             if x.numel():
@@ -249,6 +261,15 @@ class Signature:
         message = Mismatch(f"input {index} ({spec.name}): expected {spec.describe(self)}, got {got}" +
                            (f"; {detail}" if detail else ""))
         message.out_of_range = out_of_range
+        return message
+
+    def _untied(self, args: tuple, group: tuple, seen: dict) -> "Mismatch":
+        first, *rest = group
+        other = next(s for s in rest if seen[s] != seen[first])
+        index = next(i for i, spec in enumerate(self.inputs) if other in spec.shape)
+        message = self._wrong(index, args[index], f"its {other} is {seen[other]} where {first} is {seen[first]}: "
+                                                  f"accelc verified these sizes only equal")
+        message.untied = True
         return message
 
     def sizes_of(self, inputs: tuple) -> dict[str, int]:
@@ -305,24 +326,42 @@ class Signature:
                         "shape": list(s.shape), **({"value": s.value} if s.dtype is None else {}),
                         **({"values_below": s.values_below} if s.values_below is not None else {})} for s in self.inputs],
             "dynamic": {symbol: [lo, hi] for symbol, (lo, hi) in self.ranges.items()},
+            **({"ties": [list(group) for group in self.ties]} if self.ties else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "Signature":
         inputs = [InputSpec(item["name"], getattr(torch, item["dtype"]) if item["dtype"] else None,
                             tuple(item["shape"]), item.get("value"), item.get("values_below")) for item in data["inputs"]]
-        return cls(inputs, {symbol: (lo, hi) for symbol, (lo, hi) in data.get("dynamic", {}).items()})
+        return cls(inputs, {symbol: (lo, hi) for symbol, (lo, hi) in data.get("dynamic", {}).items()},
+                   tuple(tuple(group) for group in data.get("ties", ())))
 
     def with_range(self, symbol: str, lo: int, hi) -> "Signature":
         """The same signature with ``symbol`` in lo..hi; a range of one size becomes a static size."""
         ranges = dict(self.ranges)
         if lo != hi:
             ranges[symbol] = (lo, hi)
-            return Signature(self.inputs, ranges)
+            return Signature(self.inputs, ranges, self.ties)
         del ranges[symbol]
         inputs = [InputSpec(s.name, s.dtype, tuple(lo if d == symbol else d for d in s.shape), s.value, s.values_below)
                   for s in self.inputs]
-        return Signature(inputs, ranges)
+        ties = tuple(g for g in (tuple(x for x in group if x != symbol) for group in self.ties) if len(g) > 1)
+        return Signature(inputs, ranges, ties)
+
+
+def verified_ties(signature: Signature, points: list[dict[str, int]]) -> Signature:
+    """``signature`` with :attr:`Signature.ties`: symbols of one axis in different inputs (``batch``
+    and ``batch_1``) that had the same size at every verified point. Symbols of different axes
+    (height and width) are sizes of different things, not a pair a call may break by mistake."""
+    groups: dict[str, list[str]] = {}
+    for symbol in signature.ranges:
+        groups.setdefault(re.sub(r"_\d+$", "", symbol), []).append(symbol)
+    ties = []
+    for symbols in groups.values():
+        together = [s for s in symbols[1:] if points and all(p.get(s) == p.get(symbols[0]) for p in points)]
+        if together:
+            ties.append((symbols[0], *together))
+    return Signature(signature.inputs, signature.ranges, tuple(ties)) if ties else signature
 
 
 def static_signature(names: list[str], inputs: tuple) -> Signature:

@@ -80,13 +80,15 @@ def builds(tmp_path_factory):
             json.dump(summary, f, indent=2)
 
 
-def inputs_of(example: tuple, batch: int, seq: int, side: int, seed: int) -> tuple:
-    """Inputs laid out like ``example`` with batch, sequence (token inputs) and image side changed."""
+def inputs_of(example: tuple, batch: int, seq: int, side: int, seed: int, other_batch: int | None = None) -> tuple:
+    """Inputs laid out like ``example`` with batch, sequence (token inputs) and image side changed;
+    ``other_batch``: the batch of the second input alone (BERT's attention mask, which the graph
+    would broadcast: eager answers some such calls and raises on others)."""
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for x in example:
+    for i, x in enumerate(example):
         shape = list(x.shape)
-        shape[0] = batch
+        shape[0] = other_batch if other_batch is not None and i == 1 else batch
         if x.dim() == 2 and not x.is_floating_point():
             shape[1] = seq
         if x.dim() == 4:
@@ -144,9 +146,10 @@ def test_every_call_is_eager_or_an_accelc_error(builds, name, backend):
            # gets calls at other batch sizes, not only the refusals of other sides
            side=st.one_of(st.just(side_example),
                           st.sampled_from(sorted({4, side_example // 2, side_example + 8, 2 * side_example}))),
-           seed=st.integers(0, 2**16))
-    def prop(batch, seq, side, seed):
-        check(name, backend, model, fast, loaded, inputs_of(example, batch, seq, side, seed))
+           seed=st.integers(0, 2**16),
+           other_batch=st.one_of(st.none(), st.integers(1, 9)))
+    def prop(batch, seq, side, seed, other_batch):
+        check(name, backend, model, fast, loaded, inputs_of(example, batch, seq, side, seed, other_batch))
 
     prop()
     # The example's own shapes at batch 3 always go through the optimised graph, not the fallback.

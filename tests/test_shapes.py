@@ -155,6 +155,52 @@ def test_tied_sizes_must_agree():
     assert Signature.from_dict(signature.as_dict()).mismatch((torch.zeros(5, 4), torch.zeros(5))) is None
 
 
+def test_sizes_of_one_axis_verified_only_equal_must_agree():
+    """Two inputs' batches the graph leaves independent (a mask it would broadcast) but that were
+    equal at every verified point are tied: a call where they differ is outside the signature,
+    after save and load too. Sizes of different axes (height, width) are never tied."""
+    from accelc.shapes import verified_ties
+
+    signature = Signature([InputSpec("ids", torch.int64, ("batch", "seq")), InputSpec("mask", torch.int64, ("batch_1", "seq")),
+                           InputSpec("image", torch.float32, ("batch_2", 3, "height", "width"))],
+                          {"batch": (1, None), "batch_1": (1, None), "batch_2": (1, None), "seq": (1, 64),
+                           "height": (1, None), "width": (1, None)})
+    points = [{"batch": b, "batch_1": b, "batch_2": b, "seq": s, "height": h, "width": h}
+              for b, s, h in ((1, 6, 8), (3, 1, 4), (8, 64, 16))]
+    tied = Signature.from_dict(verified_ties(signature, points).as_dict())
+    assert tied.ties == (("batch", "batch_1", "batch_2"),)
+
+    def call(ids_batch, mask_batch, side=(8, 8)):
+        return (torch.zeros(ids_batch, 6, dtype=torch.int64), torch.zeros(mask_batch, 6, dtype=torch.int64),
+                torch.zeros(ids_batch, 3, *side))
+
+    assert tied.mismatch(call(3, 3)) is None and tied.mismatch(call(3, 3, side=(8, 12))) is None
+    why = tied.mismatch(call(3, 1))
+    assert why.untied and "input 1 (mask)" in why and "its batch_1 is 1 where batch is 3" in why, why
+    assert verified_ties(signature, points[:1] + [dict(points[1], batch_1=1)]).ties == (("batch", "batch_2"),)
+
+
+def test_a_mask_batch_other_than_the_ids_batch_is_never_answered_unverified(tmp_path):
+    """BERT takes input_ids and an attention_mask whose batch torch.export leaves free (it would
+    broadcast): accelc verified them equal only, so a mask of another batch runs eagerly (eager
+    raises, or answers) and the artifact refuses it; OpenVINO once answered such calls."""
+    from test_bench import load_sample
+
+    torch.manual_seed(0)
+    model, inputs = load_sample("bert")
+    fast = accelc.accelerate(model, inputs, backend="onnxruntime")
+    ids, mask, types = (torch.randint(0, 50, (3, 16)), torch.ones(2, 16, dtype=torch.long),
+                        torch.zeros(3, 16, dtype=torch.long))
+    mask[:, 12:] = 0  # padding: the model then gathers per row, and eager raises on the short mask
+    with pytest.raises(Exception):
+        model(ids, mask, types)  # eager raises: so must accelc, with its own error
+    with pytest.raises(InputMismatchError, match="verified these sizes only equal"):
+        fast(ids, mask, types)
+    fast.save(str(tmp_path / "bert"))
+    with pytest.raises(InputMismatchError, match="verified these sizes only equal"):
+        accelc.load(str(tmp_path / "bert"))(ids, torch.ones(1, 16, dtype=torch.long), types)
+
+
 def test_probe_points_cover_each_range():
     signature = Signature([InputSpec("ids", torch.int64, ("batch", "seq"))], {"batch": (1, None), "seq": (1, 512)})
     final = probe_points(signature, (torch.zeros(1, 128, dtype=torch.int64),), final=True)
