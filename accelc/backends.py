@@ -418,7 +418,7 @@ class _Candidate:
         else:
             reason = "slower"
         error = self.error or {}
-        kept_fp32 = [r.node for r in self.refusals if r.pass_name == "quantize_int8" and r.reason.startswith("kept in fp32")]
+        kept_fp32 = (_quantize_record(self.sub) or {}).get("stats", {}).get("kept_fp32_layers", [])
         return {"precision": self.precision, "backend": self.backend, "layers_kept_fp32": kept_fp32,
                 "median_ms": None if self.median_ms is None else round(self.median_ms, 3),
                 "max_abs_error": error.get("max_abs_error"), "max_rel_error": error.get("relative_error"),
@@ -456,10 +456,14 @@ def _build_openvino_candidate(gm, inputs, device, ctx, stage_pass, signature, ch
     return runtime, gm, why
 
 
+def _quantize_record(sub: dict) -> dict | None:
+    """The quantize_int8 record of a candidate's onnx stage (its stats name the layers kept fp32)."""
+    return next((p for p in (sub.get("onnx") or {}).get("onnx_passes", []) if p["name"] == "quantize_int8"), None)
+
+
 def _build_ort_candidate(gm, inputs, device, ctx, stage_pass, signature, checker, sub, progress, exported):
     runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, sub, progress, exported)
-    quantised = [p for p in (sub.get("onnx") or {}).get("onnx_passes", []) if p["name"] == "quantize_int8"]
-    if runtime is not None and not any(p["status"] == "fired" for p in quantised):
+    if runtime is not None and (_quantize_record(sub) or {}).get("status") != "fired":
         why = next((r.reason for r in ctx.refusals if r.pass_name == "quantize_int8"), "quantize_int8 did not fire")
         return None, gm, f"not quantised: {why}"  # the fp32 export under the name int8 is no candidate
     return runtime, gm, sub.get("backend_fallback")

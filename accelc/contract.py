@@ -13,6 +13,8 @@ asks for new tensors (:func:`accelc.patterns.add_constant`) instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -45,10 +47,10 @@ def _held_tensors(gm: torch.nn.Module) -> dict[str, torch.Tensor]:
 class WeightWriteGuard(TorchDispatchMode):
     """Raises on any ATen op that writes into one of ``tensors`` (by storage)."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor] | list[tuple[str, torch.Tensor]]):
+    def __init__(self, tensors: Iterable[tuple[str, torch.Tensor]]):
         super().__init__()
         self.owners: dict[int, str] = {}
-        for name, tensor in tensors.items() if isinstance(tensors, dict) else tensors:
+        for name, tensor in tensors:
             key = _storage_key(tensor)
             if key is not None:
                 self.owners.setdefault(key, name)
@@ -57,12 +59,12 @@ class WeightWriteGuard(TorchDispatchMode):
     @classmethod
     def of(cls, gm: torch.nn.Module) -> "WeightWriteGuard":
         """A guard over every tensor ``gm`` holds: parameters, buffers and plain tensor attributes."""
-        return cls(_held_tensors(gm))
+        return cls(_held_tensors(gm).items())
 
     @classmethod
     def of_all(cls, gms: list[torch.nn.Module]) -> "WeightWriteGuard":
         """A guard over every tensor any of ``gms`` holds (the first holder names a tensor)."""
-        return cls([pair for gm in gms for pair in _held_tensors(gm).items()])
+        return cls(pair for gm in gms for pair in _held_tensors(gm).items())
 
     def _written_args(self, func) -> list:
         positions = self._written.get(func)

@@ -27,9 +27,9 @@ def stage_passes(registry: Registry, pipeline: Pipeline, stage: str) -> list[Pas
 def lower(gm: torch.fx.GraphModule, device: torch.device, example_inputs: tuple, passes: list[Pass],
           signature=None, on_progress=None, refusals: list | None = None,
           reference=None) -> tuple[torch.fx.GraphModule, list[PassRecord]]:
-    """The lowering stage: the device's runtime lowerings on ``gm``, verified (as a stage, the
-    pass manager finding a wrong one) against ``gm``'s answers at the example and (given the ``signature`` of a dynamic graph) at other
-    points of its ranges. ``reference``: a :class:`accelc.verify.Verifier` holding ``gm``'s own
+    """The lowering stage: the device's runtime lowerings on ``gm``, verified as a stage (the
+    pass manager finds a wrong one) against ``gm``'s answers at the example and (given the
+    ``signature`` of a dynamic graph) at other points of its ranges. ``reference``: a :class:`accelc.verify.Verifier` holding ``gm``'s own
     answers on such sets, when the caller has them (the build does; a load computes them)."""
     from .verify import Verifier
 

@@ -182,15 +182,21 @@ def test_accelerate_never_changes_the_users_model():
     torch.testing.assert_close(fast(*inputs), model.eval()(*inputs))  # answers as in eval mode
 
 
-class ReluToSigmoid(Pass):
-    """Wrong on purpose: relu(x) -> sigmoid(x)."""
-    name = "relu_to_sigmoid"
+class Retarget(Pass):
+    """Wrong on purpose: every call of ``source`` becomes a call of ``target``."""
+    source = target = None
 
     def run(self, gm, ctx):
-        nodes = find_nodes(gm, aten.relu)
+        nodes = find_nodes(gm, self.source)
         for node in nodes:
-            node.target = aten.sigmoid.default
+            node.target = self.target
         return PassResult(modified=bool(nodes))
+
+
+class ReluToSigmoid(Retarget):
+    """relu(x) -> sigmoid(x)."""
+    name = "relu_to_sigmoid"
+    source, target = aten.relu, aten.sigmoid.default
 
 
 class RefusesEachRelu(Pass):
@@ -207,15 +213,10 @@ class RefusesEachRelu(Pass):
         return PassResult(modified=bool(nodes))
 
 
-class SigmoidToTanh(Pass):
+class SigmoidToTanh(Retarget):
     """Fires only on what relu_to_sigmoid made (and is wrong there too): must not outlive it."""
     name = "sigmoid_to_tanh"
-
-    def run(self, gm, ctx):
-        nodes = find_nodes(gm, aten.sigmoid)
-        for node in nodes:
-            node.target = aten.tanh.default
-        return PassResult(modified=bool(nodes))
+    source, target = aten.sigmoid, aten.tanh.default
 
 
 def _counting_verifier(gm, inputs):

@@ -105,7 +105,8 @@ def optimize_onnx(model: onnx.ModelProto, cases: list[tuple[tuple, list]], meta:
     ``cases`` are (inputs, flat reference outputs) pairs: the example first, then inputs at other
     sizes for a model with dynamic ones; ``meta["arg_names"]`` maps the model's inputs to
     positions in them. The stage's result is kept only if ORT matches every reference at the
-    tolerance of ``ctx.precision``; else the first wrong pass is found and rolled back. What the passes refuse goes to ``ctx.refusals`` (stage "onnx").
+    tolerance of ``ctx.precision``; else the first wrong pass is found and rolled back. What
+    the passes refuse goes to ``ctx.refusals`` (stage "onnx").
     """
     verifier = OrtVerifier(cases, meta["arg_names"], workdir, tolerance_for_precision(ctx.precision))
     manager = PassManager(passes, on_progress=on_progress, stage=ONNX, ir="onnx", verifier=verifier)

@@ -146,7 +146,7 @@ class QuantizeInt8(OnnxPass):
         stats = {"candidates": candidates, "quantised": quantised, "weights_stored_transposed": transposed,
                  "weight_bits": weight_bits}
         if error is not None:
-            stats |= {"kept_fp32": len(kept), "error_on_example": round(error, 5)}
+            stats |= {"kept_fp32": len(kept), "kept_fp32_layers": list(kept), "error_on_example": round(error, 5)}
         return PassResult(quantised > 0, stats)
 
 

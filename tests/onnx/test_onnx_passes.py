@@ -298,6 +298,7 @@ def test_quantize_int8_keeps_the_most_sensitive_layers_in_fp32_within_a_budget(e
     assert _relative_error_in_ort(new, "bert", tmp_path) <= budget * 1.25  # the pass measured it against the fp32 export
     assert len([r for r in ctx.refusals if r.reason.startswith("kept in fp32")]) == kept
     kept_names = {r.node for r in ctx.refusals if r.reason.startswith("kept in fp32")}
+    assert set(result.stats["kept_fp32_layers"]) == kept_names
     float_layers = {n.name for n in new.graph.node if n.op_type in ("MatMul", "Gemm")}
     assert all({name, f"{name}_MatMul"} & float_layers for name in kept_names), (kept_names, float_layers)
 
