@@ -1,6 +1,6 @@
 """Build the OpenVINO runtime of an optimised graph: its ONNX export, converted to OpenVINO IR.
 
-    gm (the graph stage's output, fp32) ─export─► ONNX ─openvino.convert_model─► model.xml/.bin ─► OpenVinoRuntime
+    gm (the graph stage's output, fp32) ─export─► ONNX ─OpenVINO's ONNX frontend─► model.xml/.bin ─► OpenVinoRuntime
 
 OpenVINO converts the plain export: the onnx stage's passes are ONNX Runtime's (its contrib ops,
 its kernels' quirks) and OpenVINO's own transformations fuse attention, GELU and layer norms on
@@ -35,7 +35,7 @@ from torch.utils import _pytree as pytree
 
 from ..runtime.openvino import MODEL_XML, OpenVinoRuntime, openvino_reason, shared_core
 from .build import cpu_values, export_for_runtimes, on_cpu, runtime_meta
-from .export import OnnxExport, save_model
+from .export import OnnxExport, save_model, serialized
 
 
 class OpenVinoBuildError(RuntimeError):
@@ -66,19 +66,14 @@ def build_openvino_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, prec
     meta = runtime_meta(gm, exported, inputs, reference, precision)
     workdir = tempfile.mkdtemp(prefix="accelc-openvino-")
     try:
-        onnx_path = os.path.join(workdir, "exported.onnx")
-        save_model(exported.model, onnx_path)
         convert_start = time.perf_counter()
         with _quiet():
             try:
-                ov_model = ov.convert_model(onnx_path)
+                ov_model = _read_onnx(exported.model, workdir)
                 ov.save_model(ov_model, os.path.join(workdir, MODEL_XML), compress_to_fp16=False)
             except Exception as exc:
                 raise OpenVinoBuildError(f"convert_model: {openvino_reason(exc)}") from exc
         del ov_model
-        for name in os.listdir(workdir):  # the ONNX file (and its external data): the IR is what stays
-            if name.startswith("exported.onnx"):
-                os.remove(os.path.join(workdir, name))
         convert_s = time.perf_counter() - convert_start
         compile_start = time.perf_counter()
         try:
@@ -89,7 +84,7 @@ def build_openvino_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, prec
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     section = {
-        "route": "ONNX export -> openvino.convert_model -> CPU plugin",
+        "route": "ONNX export -> OpenVINO ONNX frontend (read_model) -> CPU plugin",
         "export": exported.as_dict(),
         "settings": runtime.settings,
         "convert_s": round(convert_s, 3),
@@ -100,6 +95,25 @@ def build_openvino_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, prec
         section["note"] = (f"this CPU has no native bf16 (AVX512_BF16 or AMX): OpenVINO runs "
                            f"{runtime.inference_precision}")
     return runtime, section
+
+
+def _read_onnx(model, workdir: str):
+    """The ONNX model as an ``openvino.Model``, read from memory (what ``convert_model`` does
+    with a file, without writing BERT-base's 440 MB first); past protobuf's 2 GB limit from a
+    file with its weights beside it, which is then removed (the IR is what stays)."""
+    import openvino as ov
+
+    data = serialized(model)
+    if data is not None:
+        return shared_core().read_model(data, b"")
+    path = os.path.join(workdir, "exported.onnx")
+    save_model(model, path)
+    try:
+        return ov.convert_model(path)
+    finally:
+        for name in os.listdir(workdir):
+            if name.startswith("exported.onnx"):
+                os.remove(os.path.join(workdir, name))
 
 
 def openvino_available() -> str | None:

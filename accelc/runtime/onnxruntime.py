@@ -20,14 +20,11 @@ import threading
 import weakref
 
 import numpy as np
-import onnx
 import torch
 import torch.utils.dlpack
 from torch.utils import _pytree as pytree
 
 from ..errors import ArtifactError
-from ..onnx.export import save_model
-
 from ..onnx.session import open_session
 from .arrays import to_numpy
 
@@ -186,7 +183,11 @@ class OrtRuntime(torch.nn.Module):
         os.makedirs(folder, exist_ok=True)
         target = os.path.join(folder, MODEL_FILE)
         if os.path.abspath(target) != os.path.abspath(self.model_path):
-            save_model(onnx.load(self.model_path), target)
+            # Copied as they are: the external data file (above 2 GB) is named after the model
+            # file, which is model.onnx in both folders.
+            for suffix in ("", ".data"):
+                if os.path.exists(self.model_path + suffix):
+                    shutil.copyfile(self.model_path + suffix, target + suffix)
         with open(os.path.join(folder, META_FILE), "w") as f:
             json.dump(self.meta, f, indent=2)
 
