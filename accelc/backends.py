@@ -53,7 +53,8 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     stage; OpenVINO the export of the graph stage's fp32 output (``fp32_gm``: at bf16 OpenVINO
     lowers precision itself). Each must match eager on every verification input set to be used
     at all. When the backend asked for cannot be built or disagrees, the PyTorch runtime is used
-    and ``report["backend_fallback"]`` says why; a candidate of ``auto`` that cannot is left out
+    and ``report["backend_fallback"]`` says why (None when it disagrees too, at the larger sets
+    only the runtime kept is run on: ``report["fallback"]`` says why); a candidate of ``auto`` that cannot is left out
     and ``report["auto_left_out"]`` says why. ``exports`` (a dict), when given, keeps the shared
     ONNX export under "onnx" for a caller that builds more runtimes from it. ``lowering_reference``:
     ``gm``'s own answers on the per-pass sets, which the lowering stage is checked against (else
@@ -70,11 +71,12 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     report["runtime_lowering"] = [r.as_dict() for r in records]
     torch_runtime = TorchRuntime(lowered, device, inputs)
     report["backend"] = "torch"
-    if backend == "torch":
-        return torch_runtime  # the graph it runs passed the final check on every set; each lowering its own
+    # The PyTorch runtime's check on the quick sets is the graph's own (the final check) and its
+    # lowering's; the other sets are checked on it, as on every runtime, only if it is kept.
+    built, sections = {"torch": torch_runtime}, {"torch": report}
     precision = report["precision"]
     fp32_gm = gm if fp32_gm is None else fp32_gm
-    candidates = [backend] if backend != "auto" else auto_candidates(device, precision, report)
+    candidates = [] if backend == "torch" else [backend] if backend != "auto" else auto_candidates(device, precision, report)
     shared = (exports or {}).get("onnx")
     if shared is None and ({"onnxruntime", "openvino"} <= set(candidates) or exports is not None) and fp32_gm is gm:
         progress("exporting to ONNX")
@@ -82,11 +84,8 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
             shared = _shared_export(gm, inputs, signature)
         if exports is not None:
             exports["onnx"] = shared
-    built, sections = {"torch": torch_runtime}, {}
     if "onnxruntime" in candidates:
         ort_runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, report, progress, shared)
-        if ort_runtime is None and backend == "onnxruntime":
-            return torch_runtime
         if ort_runtime is not None:
             built["onnxruntime"], sections["onnxruntime"] = ort_runtime, report["onnx"]
     if "openvino" in candidates:
@@ -94,16 +93,15 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
                                     shared if fp32_gm is gm else None)
         if ov_runtime is None and backend == "openvino":
             report["backend_fallback"] = f"{why}; using the PyTorch runtime"
-            return torch_runtime
-        if ov_runtime is None:
+        elif ov_runtime is None:
             report.setdefault("auto_left_out", {})["openvino"] = why
         else:
             built["openvino"], sections["openvino"] = ov_runtime, report["openvino"]
     del shared  # the runtimes hold what they need of it
     if backend != "auto":
-        ranked = [backend]
+        ranked = [name for name in (backend, "torch") if name in built]
     elif precision == "int8" or len(built) == 1:  # PyTorch has no int8 form to compare with
-        ranked = ["onnxruntime"] if "onnxruntime" in built else ["torch"]
+        ranked = ["onnxruntime", "torch"] if "onnxruntime" in built else ["torch"]
     else:
         from .timing import compare_latency
         from .verify import verification_inputs
@@ -114,26 +112,40 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
                                       device=device, warmup=1, min_iterations=3)
         ranked = sorted(timings, key=lambda name: timings[name].median_ms)
         report["backend_choice"] = {name: round(t.median_ms, 3) for name, t in timings.items()} | {"chosen": ranked[0]}
-    chosen = "torch"
-    for name in ranked:
-        why = None if name == "torch" else check_the_rest(built[name], checker, sections[name], report,
-                                                          progress, RUNTIME_WORDS[name])
-        if why is None:
-            chosen = name
-            break
-        if backend != "auto":
-            report["backend_fallback"] = f"{RUNTIME_WORDS[name]} disagrees with eager ({why}); using the PyTorch runtime"
-            return torch_runtime
-        report.setdefault("auto_left_out", {})[name] = f"{RUNTIME_WORDS[name]} disagrees with eager ({why})"
+    chosen = _first_right_on_every_set(ranked, built, sections, checker, backend, report, progress)
+    release_dynamic_sessions(built.values())
+    if chosen is None:
+        return None
     if "backend_choice" in report:
         report["backend_choice"]["chosen"] = chosen
-    release_dynamic_sessions(built.values())
     if chosen == "onnxruntime":
         # A partial export runs ONNX Runtime pieces inside a torch graph; it is saved as model.pt2 alone.
         report["backend"] = "onnxruntime (partial)" if report["onnx"].get("partial") else "onnxruntime"
     else:
         report["backend"] = chosen
     return built[chosen]
+
+
+def _first_right_on_every_set(ranked: list[str], built: dict, sections: dict, checker: "Verifier", backend: str,
+                              report: dict, progress) -> str | None:
+    """The first runtime of ``ranked`` that also matches eager on the sets the quick check left
+    out (the large probes: run once, on the runtime to be kept, not on every candidate and the
+    graph too). A backend the user named that fails there gives way to the PyTorch runtime, with
+    ``report["backend_fallback"]`` saying why; when the PyTorch runtime fails there too, None,
+    and ``report["fallback"]`` says why."""
+    for name in ranked:
+        # The PyTorch runtime's quick check is the graph's (report["verification"]); the others' their own.
+        why = check_the_rest(built[name], checker, sections[name], report, progress, RUNTIME_WORDS[name])
+        if why is None:
+            return name
+        if name == "torch":
+            report["fallback"] = f"the optimised graph disagrees with eager ({why}); running eagerly"
+            return None
+        if backend != "auto":
+            report["backend_fallback"] = f"{RUNTIME_WORDS[name]} disagrees with eager ({why}); using the PyTorch runtime"
+        else:
+            report.setdefault("auto_left_out", {})[name] = f"{RUNTIME_WORDS[name]} disagrees with eager ({why})"
+    return None
 
 
 def release_dynamic_sessions(runtimes) -> None:
@@ -153,7 +165,8 @@ def quick_check(checker: "Verifier") -> "Verifier":
 
 def check_the_rest(runtime, checker: "Verifier", section: dict, report: dict, progress, what: str) -> str | None:
     """Check ``runtime``, which passed :func:`quick_check`, on the rest of ``checker``'s sets; its
-    ``section["verification"]`` then covers every set. Returns why it fails there, or None."""
+    ``section["verification"]`` (the quick check's) then covers every set. Returns why it fails
+    there, or None."""
     quick = set(per_pass_indices(checker))
     rest = checker.take([i for i in range(len(checker.inputs)) if i not in quick])
     done = section["verification"]
@@ -166,11 +179,11 @@ def check_the_rest(runtime, checker: "Verifier", section: dict, report: dict, pr
                 log.debug("%s raised on a verification set", what, exc_info=True)
                 comparison = Comparison(False, math.inf, math.inf, f"it raised {first_line(exc)}")
         if not comparison.ok:
-            section["verification"] = comparison.as_dict() | {"inputs_checked": len(checker.inputs)}
+            section["verification"] = done | comparison.as_dict() | {"inputs_checked": len(checker.inputs)}
             return comparison.message
         merged = worst_of(Comparison(True, done["max_abs_error"], done["max_rel_error"],
                                      relative_error=done["relative_error"]), comparison)
-        section["verification"] = merged.as_dict() | {"inputs_checked": len(checker.inputs)}
+        section["verification"] = done | merged.as_dict() | {"inputs_checked": len(checker.inputs)}
     return None
 
 
@@ -319,6 +332,8 @@ def choose_precision(gm, inputs, backend: str, device, ctx: PassContext, stage_p
     fp32_checker = reference.with_tolerance(tolerance_for_precision("fp32"))
     runner = select_runtime(gm, inputs, backend, device, ctx, stage_pass, signature, fp32_checker, report, progress,
                             exports=exports, lowering_reference=lowering_reference)
+    if runner is None:  # the fp32 graph itself disagrees with eager at the larger sets
+        return None, gm
     fp32_error = _runtime_error(report)
     candidates = [_Candidate("fp32", report["backend"], runner, gm, fp32_error, {}, checked_fully=True)]
     with build_phase(report, "precision candidates"):
