@@ -103,13 +103,7 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     elif precision == "int8" or len(built) == 1:  # PyTorch has no int8 form to compare with
         ranked = ["onnxruntime", "torch"] if "onnxruntime" in built else ["torch"]
     else:
-        from .timing import compare_latency
-        from .verify import verification_inputs
-
-        progress("timing " + " vs ".join(RUNTIME_WORDS[name] for name in built))
-        with build_phase(report, "auto timing"):
-            timings = compare_latency(built, verification_inputs(inputs, count=1, seed=5), seconds=0.5 * len(built),
-                                      device=device, warmup=1, min_iterations=3)
+        timings = _time_candidates(built, inputs, device, report, progress)
         ranked = sorted(timings, key=lambda name: timings[name].median_ms)
         report["backend_choice"] = {name: round(t.median_ms, 3) for name, t in timings.items()} | {"chosen": ranked[0]}
     chosen = _first_right_on_every_set(ranked, built, sections, checker, backend, report, progress)
@@ -124,6 +118,17 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     else:
         report["backend"] = chosen
     return built[chosen]
+
+
+def _time_candidates(built: dict, inputs, device, report: dict, progress) -> dict:
+    """Each runtime's median latency on a seeded variant of the example, timed interleaved."""
+    from .timing import compare_latency
+    from .verify import verification_inputs
+
+    progress("timing " + " vs ".join(RUNTIME_WORDS[name] for name in built))
+    with build_phase(report, "auto timing"):
+        return compare_latency(built, verification_inputs(inputs, count=1, seed=5), seconds=0.5 * len(built),
+                               device=device, warmup=1, min_iterations=3, stop_when_clear=True)
 
 
 def _first_right_on_every_set(ranked: list[str], built: dict, sections: dict, checker: "Verifier", backend: str,
@@ -360,7 +365,7 @@ def choose_precision(gm, inputs, backend: str, device, ctx: PassContext, stage_p
         with build_phase(report, "auto timing"):
             timings = compare_latency({c.label: c.runtime for c in usable},
                                       verification_inputs(inputs, count=1, seed=5), seconds=0.5 * len(usable),
-                                      device=device, warmup=1, min_iterations=3)
+                                      device=device, warmup=1, min_iterations=3, stop_when_clear=True)
         for c in usable:
             c.median_ms = timings[c.label].median_ms
     # Fastest first; a lower precision that passed the quick sets is kept only once it passes

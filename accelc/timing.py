@@ -63,14 +63,17 @@ def compare_latency(
     min_iterations: int = 5,
     max_iterations: int = 200,
     device: torch.device | str | None = None,
+    stop_when_clear: bool = False,
 ) -> dict[str, Timing]:
     """Median latency of each callable, timed in turns on rotating inputs for about ``seconds``.
 
     Turns of ~50 ms rather than single calls: ONNX Runtime's and OpenMP's worker threads spin for
     a while after a call, and would otherwise be charged to whichever system runs next.
+    ``stop_when_clear``: stop after ``min_iterations`` rounds once one system is clearly the
+    fastest (:func:`clear_winner`), for a choice rather than a measurement to quote.
     """
     return measure_interleaved(systems, input_sets, seconds, warmup, min_iterations, max_iterations, device,
-                               turn_seconds=0.05, settle_seconds=0.03)
+                               turn_seconds=0.05, settle_seconds=0.03, stop_when_clear=stop_when_clear)
 
 
 def measure_interleaved(
@@ -84,6 +87,7 @@ def measure_interleaved(
     on_progress: Callable[[str, float], None] | None = None,
     turn_seconds: float = 0.0,
     settle_seconds: float = 0.0,
+    stop_when_clear: bool = False,
 ) -> dict[str, Timing]:
     """Warm every system up, then time them in interleaved rounds until ``seconds`` have passed.
 
@@ -125,10 +129,29 @@ def measure_interleaved(
                 _sync(device)
                 samples[name].append(time.perf_counter() - start)
             i += 1
+            if stop_when_clear and i >= min_iterations and clear_winner(samples):
+                break
             done = max(i / max(1, min_iterations) if i < min_iterations else 0.0,
                        (time.perf_counter() - start_all) / seconds if seconds > 0 else 1.0)
             progress(f"timing round {i}", 0.1 + 0.9 * min(1.0, done))
     return {name: _summarise(s) for name, s in samples.items()}
+
+
+# A winner is clear when its median is this much below every other system's and its slowest
+# quarter of calls is faster than every other system's fastest quarter.
+CLEAR_RATIO = 1.25
+
+
+def clear_winner(samples: dict[str, list[float]]) -> str | None:
+    """The system whose calls are clearly the fastest (:data:`CLEAR_RATIO`), or None."""
+    if len(samples) < 2 or any(len(s) < 2 for s in samples.values()):
+        return None
+    quartiles = {name: statistics.quantiles(s, n=4) for name, s in samples.items()}
+    best = min(quartiles, key=lambda name: quartiles[name][1])
+    for name, (low, median, _) in quartiles.items():
+        if name != best and not (median >= CLEAR_RATIO * quartiles[best][1] and low > quartiles[best][2]):
+            return None
+    return best
 
 
 def _time_turn(fn: Callable[..., object], inputs: tuple, device, turn_seconds: float, out: list[float]) -> None:

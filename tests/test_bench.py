@@ -261,3 +261,31 @@ def test_benchmarks_md_from_fake_results(tmp_path):
     assert "![speedup over eager per model and system](results/cpu-2030-01-02.svg)" in md
     svg = ET.parse(results / "cpu-2030-01-02.svg").getroot()
     assert svg.tag.endswith("svg") and len(svg.findall("{http://www.w3.org/2000/svg}rect")) > 5
+
+
+def test_a_clear_winner_is_called_only_when_every_other_system_is_clearly_slower():
+    from accelc.timing import clear_winner
+
+    assert clear_winner({"a": [1.0, 1.1, 1.0, 1.05], "b": [2.0, 2.1, 1.9, 2.2]}) == "a"
+    assert clear_winner({"a": [1.0, 1.1, 1.0, 1.05], "b": [2.0, 2.1, 1.9, 2.2], "c": [1.1, 1.2, 1.15, 1.1]}) is None
+    assert clear_winner({"a": [1.0, 3.0, 1.0, 3.0], "b": [2.0, 2.1, 1.9, 2.2]}) is None  # overlapping spreads
+    assert clear_winner({"a": [1.0], "b": [2.0]}) is None  # too few calls to say
+
+
+def test_timing_stops_early_only_for_a_clear_winner():
+    import time as clock
+
+    from accelc.timing import compare_latency
+
+    def sleeper(seconds):
+        return lambda *args: clock.sleep(seconds)
+
+    inputs = [(torch.zeros(1),)]
+    start = clock.perf_counter()
+    clear = compare_latency({"fast": sleeper(0.001), "slow": sleeper(0.004)}, inputs, seconds=3.0, warmup=1,
+                            min_iterations=3, stop_when_clear=True)
+    assert clock.perf_counter() - start < 1.5 and clear["fast"].median_ms < clear["slow"].median_ms
+    start = clock.perf_counter()
+    compare_latency({"a": sleeper(0.002), "b": sleeper(0.002)}, inputs, seconds=1.0, warmup=1, min_iterations=3,
+                    stop_when_clear=True)
+    assert clock.perf_counter() - start >= 1.0  # a tie runs its full time
