@@ -53,9 +53,9 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     stage; OpenVINO the export of the graph stage's fp32 output (``fp32_gm``: at bf16 OpenVINO
     lowers precision itself). Each must match eager on every verification input set to be used
     at all. When the backend asked for cannot be built or disagrees, the PyTorch runtime is used
-    and ``report["backend_fallback"]`` says why (None when it disagrees too, at the larger sets
-    only the runtime kept is run on: ``report["fallback"]`` says why); a candidate of ``auto`` that cannot is left out
-    and ``report["auto_left_out"]`` says why. ``exports`` (a dict), when given, keeps the shared
+    and ``report["backend_fallback"]`` says why; a candidate of ``auto`` that cannot is left out
+    and ``report["auto_left_out"]`` says why. None when the PyTorch runtime disagrees too, at the
+    large sets only the runtime to be kept is run on (``report["fallback"]`` says where). ``exports`` (a dict), when given, keeps the shared
     ONNX export under "onnx" for a caller that builds more runtimes from it. ``lowering_reference``:
     ``gm``'s own answers on the per-pass sets, which the lowering stage is checked against (else
     it computes them).
