@@ -99,12 +99,10 @@ def compare_outputs(actual, expected, tolerance_of=tolerance) -> Comparison:
         diff = (a - b).abs_()
         ref = b.abs()
         nan_b = torch.isnan(b)
-        if bool(nan_b.any()):
-            if not torch.equal(torch.isnan(a), nan_b):
-                return Comparison(False, math.inf, math.inf, f"output {i}: NaN where the reference has none (or the reverse)")
-            diff, ref = diff[~nan_b], ref[~nan_b]
-        elif bool(torch.isnan(a).any()):
+        if not torch.equal(torch.isnan(a), nan_b):
             return Comparison(False, math.inf, math.inf, f"output {i}: NaN where the reference has none (or the reverse)")
+        if bool(nan_b.any()):
+            diff, ref = diff[~nan_b], ref[~nan_b]
         if diff.numel() == 0:
             continue
         peak = float(ref.max())

@@ -346,16 +346,22 @@ def _result(model: onnx.ModelProto, exporter: str, start: float, attempts: list[
     )
 
 
-def save_model(model: onnx.ModelProto, path: str, data: bytes | None = None) -> None:
-    """Write ``model`` to ``path`` (``data``: its serialised bytes, when the caller has them); a
-    model past protobuf's 2 GB limit keeps its weights in ``<name>.data`` beside it."""
-    data = data if data is not None else serialized(model)
+def save_model(model: onnx.ModelProto, path: str) -> None:
+    """Write ``model`` to ``path``; a model past protobuf's 2 GB limit keeps its weights in
+    ``<name>.data`` beside it."""
+    data = serialized(model)
     if data is None:
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=os.path.basename(path) + ".data", size_threshold=1024)
+        save_with_external_data(model, path)
         return
     with open(path, "wb") as f:
         f.write(data)
+
+
+def save_with_external_data(model: onnx.ModelProto, path: str) -> None:
+    """Write ``model`` to ``path`` with its weights in ``<name>.data`` beside it: the form of a
+    model past protobuf's 2 GB limit (for a caller that already knows :func:`serialized` fails)."""
+    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=os.path.basename(path) + ".data", size_threshold=1024)
 
 
 def serialized(model: onnx.ModelProto) -> bytes | None:
@@ -370,5 +376,5 @@ def serialized(model: onnx.ModelProto) -> bytes | None:
         return None
 
 
-__all__ = ["export_graph", "save_model", "OnnxExport", "OnnxExportError", "OPSET", "serialized", "dim_names", "grow_inputs", "is_dynamic",
+__all__ = ["export_graph", "save_model", "OnnxExport", "OnnxExportError", "OPSET", "serialized", "save_with_external_data", "dim_names", "grow_inputs", "is_dynamic",
            "model_dynamic_axes", "rename_dim_params", "torchscript_input_names"]

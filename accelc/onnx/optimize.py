@@ -25,7 +25,7 @@ from ..pass_base import Pass, PassContext
 from ..pass_manager import FIRED, PassManager, PassRecord
 from ..stages import ONNX
 from ..verify import Comparison, compare_outputs, shapes_of, tolerance_for_precision, worst_of
-from .export import save_model, serialized
+from .export import save_with_external_data, serialized
 from .session import disabled_fusions, session_options
 
 
@@ -42,7 +42,7 @@ def run_all_in_ort(model: onnx.ModelProto, input_sets: list[tuple], arg_names: l
     source = serialized(model)  # opened from memory: writing BERT-base to disk costs a second
     if source is None:  # past 2 GB: the weights go to a file beside the model
         source = os.path.join(workdir, "candidate.onnx")
-        save_model(model, source)
+        save_with_external_data(model, source)
     options = session_options()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     session = ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"],

@@ -35,7 +35,7 @@ from torch.utils import _pytree as pytree
 
 from ..runtime.openvino import MODEL_XML, OpenVinoRuntime, openvino_reason, shared_core
 from .build import cpu_values, export_for_runtimes, on_cpu, runtime_meta
-from .export import OnnxExport, save_model, serialized
+from .export import OnnxExport, save_with_external_data, serialized
 
 
 class OpenVinoBuildError(RuntimeError):
@@ -107,7 +107,7 @@ def _read_onnx(model, workdir: str):
     if data is not None:
         return shared_core().read_model(data, b"")
     path = os.path.join(workdir, "exported.onnx")
-    save_model(model, path)
+    save_with_external_data(model, path)
     try:
         return ov.convert_model(path)
     finally:
