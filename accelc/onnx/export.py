@@ -120,7 +120,10 @@ def rename_dim_params(model: onnx.ModelProto, arg_names: list[str], names: list[
     annotation of ``model``, expressions included (``s18*s41`` ==> ``batch*seq``); returns the mapping.
 
     ``arg_names[i]`` is the graph input that ``names[i]`` describes; an input the exporter
-    dropped (unused) is skipped. A symbol that would get two names keeps its own.
+    dropped (unused) is skipped. A symbol that would get two names keeps its own. Two symbols
+    for one name both get it: the export traced with ``Dim.AUTO``, which ties only the sizes the
+    graph itself equates, while the spec's one name says they are one size, which accelc's
+    signature holds every call to (the named export would have tied them the same way).
     """
     mapping: dict[str, str] = {}
     clashes: set[str] = set()
@@ -137,9 +140,6 @@ def rename_dim_params(model: onnx.ModelProto, arg_names: list[str], names: list[
                     clashes.add(old)
     for old in clashes:
         del mapping[old]
-    if len(set(mapping.values())) != len(mapping):  # two symbols for one name: the graph did not tie them
-        log.debug("ONNX export: symbols %s share names; kept as the exporter wrote them", mapping)
-        mapping = {old: new for old, new in mapping.items() if list(mapping.values()).count(new) == 1}
     if not mapping:
         return mapping
     rename = lambda text: _SYMBOL.sub(lambda m: mapping.get(m.group(0), m.group(0)), text)  # noqa: E731
@@ -175,21 +175,30 @@ def _placeholder_names(gm: torch.fx.GraphModule) -> list[str]:
 
 def _dynamo_export(gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes, opset: int) -> onnx.ModelProto:
     inputs = grow_inputs(inputs, dynamic_shapes)
+    names = dim_names(dynamic_shapes)
+    if names is None:
+        return _dynamo_export_with(gm, inputs, None, opset, None)
+    # Dim.AUTO first, as the capture exported: torch.export checks a named Dim's range strictly,
+    # so a guard the capture took for granted (a pooled size that is not 1 at the smallest
+    # images) fails the named spec, and every CNN paid a failed trace (1.6 s on ResNet-50) before
+    # this one. The names are put back on the ONNX dims below. A spec AUTO cannot keep dynamic
+    # gets the named one, whose error then says why.
+    try:
+        return _dynamo_export_with(gm, inputs, _as_auto(dynamic_shapes), opset, names)
+    except Exception:
+        log.debug("ONNX export with Dim.AUTO failed; retrying with the named dims", exc_info=True)
+        return _dynamo_export_with(gm, inputs, dynamic_shapes, opset, names)
+
+
+def _dynamo_export_with(gm: torch.fx.GraphModule, inputs: tuple, spec, opset: int,
+                        names: list[dict[int, str | None]] | None) -> onnx.ModelProto:
+    """One dynamo export of ``gm`` on ``inputs`` (grown already) with torch.export's ``spec``; its
+    dims renamed to ``names`` and checked to be kept dynamic."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            program = torch.export.export(gm, tuple(inputs), dynamic_shapes=dynamic_shapes, strict=False)
-        except Exception:
-            if dim_names(dynamic_shapes) is None:
-                raise
-            # torch.export checks a named Dim's range strictly: a guard the capture took for
-            # granted (a pooled size that is not 1 at the smallest images) fails it. Dim.AUTO on
-            # the same dims takes such guards as the capture did; the names are put back below.
-            log.debug("ONNX export with named dims failed; retrying with Dim.AUTO", exc_info=True)
-            program = torch.export.export(gm, tuple(inputs), dynamic_shapes=_as_auto(dynamic_shapes), strict=False)
+        program = torch.export.export(gm, tuple(inputs), dynamic_shapes=spec, strict=False)
         onnx_program = torch.onnx.export(program, tuple(inputs), dynamo=True, opset_version=opset, optimize=True, verbose=False)
     model = onnx_program.model_proto
-    names = dim_names(dynamic_shapes)
     if names is not None:
         rename_dim_params(model, _placeholder_names(gm), names)
         _check_dims_kept(model, _placeholder_names(gm), names)
@@ -269,7 +278,7 @@ def _bakes_sizes(model: onnx.ModelProto, gm: torch.fx.GraphModule, inputs: tuple
         return None
     try:
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # a failure here is an answer, not an error to log
+        options.log_severity_level = 4  # a failure here is an answer, not an error to log
         session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
         feeds = {v.name: other[names.index(v.name) if v.name in names else k].detach().cpu().numpy()
                  for k, v in enumerate(session.get_inputs())}

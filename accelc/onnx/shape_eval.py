@@ -108,7 +108,7 @@ def sample_shape_only(model: ir.Model, value: ir.Value) -> list[np.ndarray] | No
     results = []
     try:  # a subgraph ORT can't run on its own (a model-local function, say) is simply not a constant
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # a size the subgraph refuses is an answer, not an error to log
+        options.log_severity_level = 4  # a size the subgraph refuses is an answer, not an error to log
         session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
         for sizes in _assignments(symbols):
             feeds = {s.name: np.zeros([d if isinstance(d, int) else sizes[d.value] for d in s.shape], dtype=s.dtype.numpy())

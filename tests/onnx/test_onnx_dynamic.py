@@ -146,6 +146,72 @@ def test_export_names_dynamic_axes_and_grows_size_one_examples(tmp_path):
     assert _dim_params(static.model.graph.input) == [[1, 1]]
 
 
+class PooledConv(torch.nn.Module):
+    """Images (batch, 3, h, w) ==> (batch, 4): a pooled size the capture takes for granted."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.pool = torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool(self.conv(x)).flatten(1)
+
+
+def test_an_image_model_exports_in_one_trace(tmp_path, monkeypatch):
+    """The export traces with Dim.AUTO first, as the capture did: the named spec's strict range
+    check fails on a pooled CNN, and each failed trace was paid before the one that worked.
+    The ONNX dims still carry the spec's names and the model is right at other image sizes."""
+    from torch.export import Dim
+
+    from accelc.capture import graph_module_from_program
+    from accelc.onnx.export import _as_auto, export_graph
+
+    torch.manual_seed(0)
+    model = PooledConv().eval()
+    x = torch.randn(2, 3, 16, 16)
+    spec = ({0: Dim("batch", min=1), 2: Dim("height", min=3), 3: Dim("width", min=3)},)
+    gm = graph_module_from_program(torch.export.export(model, (x,), dynamic_shapes=_as_auto(spec), strict=False))
+    traces = []
+    real_export = torch.export.export
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: traces.append(k.get("dynamic_shapes")) or real_export(*a, **k))
+    export = export_graph(gm, (x,), str(tmp_path), dynamic_shapes=spec)
+    assert len(traces) == 1 and export.exporter == "dynamo" and not export.attempts
+    assert _dim_params(export.model.graph.input) == [["batch", 3, "height", "width"]]
+    feeds = [(torch.randn(shape),) for shape in ((1, 3, 9, 23), (4, 3, 16, 16))]
+    for feed, got in zip(feeds, run_all_in_ort(export.model, feeds, ["x"], str(tmp_path))):
+        with torch.inference_mode():
+            assert compare_outputs(got, [model(*feed)]).ok, feed[0].shape
+
+
+class MaskedSum(torch.nn.Module):
+    """ids (batch, seq) and a mask (batch, seq) whose sizes only the signature ties."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 8)
+
+    def forward(self, ids, mask):
+        return self.embed(ids).sum(dim=1) * mask.sum(dim=1, keepdim=True)
+
+
+def test_one_name_in_the_spec_is_one_dim_param_in_the_model(tmp_path):
+    """The graph never equates the two sequence lengths, so the Dim.AUTO trace gives them two
+    symbols; the spec names both "seq" (accelc's signature holds every call to that), and the
+    ONNX model says so, as the named export would have."""
+    from torch.export import Dim
+
+    from accelc.capture import graph_module_from_program
+    from accelc.onnx.export import _as_auto, export_graph
+
+    model = MaskedSum().eval()
+    ids, mask = torch.randint(0, 50, (2, 5)), torch.ones(2, 5)
+    batch, seq = Dim("batch", min=1), Dim("seq", min=1, max=64)
+    spec = ({0: batch, 1: seq}, {0: batch, 1: seq})
+    gm = graph_module_from_program(torch.export.export(model, (ids, mask), dynamic_shapes=_as_auto(spec), strict=False))
+    export = export_graph(gm, (ids, mask), str(tmp_path), dynamic_shapes=spec)
+    assert _dim_params(export.model.graph.input) == [["batch", "seq"], ["batch", "seq"]]
+
+
 def test_torchscript_fallback_keeps_dynamic_axes_only_where_they_hold(tmp_path, monkeypatch):
     """Without the dynamo exporter: the TorchScript exporter gets the spec's axes as dynamic_axes.
     It records a symbolic graph's aten.sym_size calls as the example's numbers, so its GPT-2 only
