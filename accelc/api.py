@@ -22,6 +22,7 @@ from . import __version__
 from .backends import (RUNTIME_WORDS, auto_candidates, check_openvino_request, check_precision_request, choose_precision,
                        select_runtime)
 from .capture import capture, count_compute_nodes
+from . import decisions
 from .errors import ModelRunError, UserInputError
 from .loader import normalize_inputs
 from .module import AcceleratedModule
@@ -279,10 +280,18 @@ def _dry_run(model, gm, inputs, backend: str, device, ctx: PassContext, pipeline
         dry["openvino"] = ("OpenVINO would convert the graph stage's fp32 output (its ONNX export) and compile it "
                            f"for its CPU plugin at {report['precision']}, then check it against eager")
     if backend == "auto":
-        names = ["torch"] + auto_candidates(device, graph_precision(report["precision"]), report)
-        runtimes = ", ".join(RUNTIME_WORDS[n] for n in names)
-        dry["auto"] = (f"auto would build {runtimes}, check each against eager on every input set, and keep the "
-                       "fastest in an interleaved timing")
+        precision = graph_precision(report["precision"])
+        candidates = auto_candidates(device, precision, report)
+        runtimes = ", ".join(RUNTIME_WORDS[n] for n in ["torch"] + candidates)
+        dry["auto"] = (f"auto would build {runtimes}, check each against eager, and keep the fastest in an "
+                       "interleaved timing once it matches eager on every input set")
+        entry = None if report["precision"] == "int8" or not candidates else decisions.recall(
+            decisions.choice_key(gm, inputs, device, precision, candidates, stage_pass, signature.dynamic_shapes()),
+            candidates)
+        if entry is not None:
+            dry["auto"] = (f"auto would build {RUNTIME_WORDS[entry['chosen']]} alone and check it against eager on "
+                           "every input set: it timed fastest at an earlier build of this graph on this machine "
+                           "(ACCELC_CACHE_DIR=off times every runtime again)")
     report["dry_run"] = dry
     return AcceleratedModule(model, report, eager=model)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from torch.utils import _pytree as pytree
 
+from . import decisions
 from .errors import UserInputError
 from .pass_base import PassContext
 from .pipeline import lower
@@ -77,27 +78,26 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     precision = report["precision"]
     fp32_gm = gm if fp32_gm is None else fp32_gm
     candidates = [] if backend == "torch" else [backend] if backend != "auto" else auto_candidates(device, precision, report)
-    shared = (exports or {}).get("onnx")
-    if shared is None and ({"onnxruntime", "openvino"} <= set(candidates) or exports is not None) and fp32_gm is gm:
-        progress("exporting to ONNX")
-        with build_phase(report, "onnx export"):
-            shared = _shared_export(gm, inputs, signature)
-        if exports is not None:
-            exports["onnx"] = shared
-    if "onnxruntime" in candidates:
-        ort_runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, report, progress, shared)
-        if ort_runtime is not None:
-            built["onnxruntime"], sections["onnxruntime"] = ort_runtime, report["onnx"]
-    if "openvino" in candidates:
-        ov_runtime, why = _openvino(fp32_gm, inputs, precision, signature, checker, report, progress,
-                                    shared if fp32_gm is gm else None)
-        if ov_runtime is None and backend == "openvino":
-            report["backend_fallback"] = f"{why}; using the PyTorch runtime"
-        elif ov_runtime is None:
-            report.setdefault("auto_left_out", {})["openvino"] = why
-        else:
-            built["openvino"], sections["openvino"] = ov_runtime, report["openvino"]
-    del shared  # the runtimes hold what they need of it
+    held = exports if exports is not None else {}
+    share = fp32_gm is gm and ({"onnxruntime", "openvino"} <= set(candidates) or exports is not None)
+
+    def build(names: list[str]) -> None:
+        _build_candidates(names, gm, fp32_gm, inputs, backend, device, ctx, stage_pass, signature, checker, report,
+                          progress, held, share, built, sections)
+
+    key = None
+    if backend == "auto" and candidates and precision != "int8":
+        key = decisions.choice_key(gm, inputs, device, precision, candidates, stage_pass, signature.dynamic_shapes())
+        chosen = _remembered_choice(key, candidates, build, built, sections, checker, report, progress)
+        if chosen is not None:
+            return _kept(chosen, built, report)
+        if report.get("fallback"):  # the PyTorch runtime, remembered, is wrong at a larger set: so is the graph
+            release_dynamic_sessions(built.values())
+            return None
+        candidates = [name for name in candidates if name not in sections]  # what the remembered try left to build
+    build(candidates)
+    if exports is None:
+        held.clear()  # the runtimes hold what they need of the export
     if backend != "auto":
         ranked = [name for name in (backend, "torch") if name in built]
     elif precision == "int8" or len(built) == 1:  # PyTorch has no int8 form to compare with
@@ -107,17 +107,80 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
         ranked = sorted(timings, key=lambda name: timings[name].median_ms)
         report["backend_choice"] = {name: round(t.median_ms, 3) for name, t in timings.items()} | {"chosen": ranked[0]}
     chosen = _first_right_on_every_set(ranked, built, sections, checker, backend, report, progress)
-    release_dynamic_sessions(built.values())
     if chosen is None:
+        release_dynamic_sessions(built.values())
         return None
     if "backend_choice" in report:
         report["backend_choice"]["chosen"] = chosen
+        if key is not None:
+            decisions.remember(key, chosen, {k: v for k, v in report["backend_choice"].items() if k != "chosen"})
+    return _kept(chosen, built, report)
+
+
+def _kept(chosen: str, built: dict, report: dict):
+    """``built[chosen]``, named in ``report["backend"]``; the others' second sessions released."""
+    release_dynamic_sessions(built.values())
     if chosen == "onnxruntime":
         # A partial export runs ONNX Runtime pieces inside a torch graph; it is saved as model.pt2 alone.
         report["backend"] = "onnxruntime (partial)" if report["onnx"].get("partial") else "onnxruntime"
     else:
         report["backend"] = chosen
     return built[chosen]
+
+
+def _remembered_choice(key: str, candidates: list[str], build, built: dict, sections: dict, checker: "Verifier",
+                       report: dict, progress) -> str | None:
+    """The runtime ``auto`` chose at an earlier build with ``key`` (:mod:`accelc.decisions`),
+    built alone and checked on every input set; None when there is none, or it fails to build
+    or to match eager (the entry is then forgotten and the caller builds and times the rest; when
+    that runtime is PyTorch's, ``report["fallback"]`` says the graph is wrong and eager serves)."""
+    entry = decisions.recall(key, candidates)
+    if entry is None:
+        return None
+    name = entry["chosen"]
+    progress(f"building {RUNTIME_WORDS[name]} alone: auto timed it fastest at an earlier build of this graph here")
+    if name != "torch":
+        build([name])
+    if name in built and _first_right_on_every_set([name], built, sections, checker, "auto", report, progress) == name:
+        report["backend_choice"] = dict(entry.get("timings_ms") or {}) | {"chosen": name}
+        report["auto_remembered"] = REMEMBERED
+        return name
+    decisions.forget(key)
+    built.pop(name, None)
+    sections.setdefault(name, {})
+    return None
+
+
+REMEMBERED = ("auto built only the runtime it timed fastest at an earlier build of this graph on this machine "
+              "(ACCELC_CACHE_DIR=off times every runtime again)")
+
+
+def _build_candidates(names: list[str], gm, fp32_gm, inputs, backend: str, device, ctx: PassContext, stage_pass: dict,
+                      signature: Signature, checker: "Verifier", report: dict, progress, held: dict, share: bool,
+                      built: dict, sections: dict) -> None:
+    """Build each runtime of ``names`` into ``built`` (and its report section into ``sections``);
+    one that cannot be built or disagrees on the quick sets is left out and the report says why.
+    The ONNX export both start from is made once (``share``) and kept in ``held["onnx"]``."""
+    if not names:
+        return
+    shared = held.get("onnx")
+    if shared is None and share:
+        progress("exporting to ONNX")
+        with build_phase(report, "onnx export"):
+            shared = held["onnx"] = _shared_export(gm, inputs, signature)
+    if "onnxruntime" in names:
+        ort_runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, report, progress, shared)
+        if ort_runtime is not None:
+            built["onnxruntime"], sections["onnxruntime"] = ort_runtime, report["onnx"]
+    if "openvino" in names:
+        ov_runtime, why = _openvino(fp32_gm, inputs, report["precision"], signature, checker, report, progress,
+                                    shared if fp32_gm is gm else None)
+        if ov_runtime is None and backend == "openvino":
+            report["backend_fallback"] = f"{why}; using the PyTorch runtime"
+        elif ov_runtime is None:
+            report.setdefault("auto_left_out", {})["openvino"] = why
+        else:
+            built["openvino"], sections["openvino"] = ov_runtime, report["openvino"]
 
 
 def _time_candidates(built: dict, inputs, device, report: dict, progress) -> dict:

@@ -326,7 +326,8 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
     choice = dict(report.get("backend_choice") or {})
     chosen = choice.pop("chosen", None)
     if choice:
-        rows.append(("auto timed", ", ".join(f"{name} {ms:.2f} ms" + (" (kept)" if name == chosen else "")
+        label = "auto remembered" if report.get("auto_remembered") else "auto timed"
+        rows.append((label, ", ".join(f"{name} {ms:.2f} ms" + (" (kept)" if name == chosen else "")
                                              for name, ms in sorted(choice.items(), key=lambda item: item[1]))))
     for name, why in (report.get("auto_left_out") or {}).items():
         rows.append(("auto left out", f"{name}: {why}"))

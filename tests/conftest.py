@@ -18,6 +18,13 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_remembered_choices(monkeypatch):
+    """Every test times auto's candidates afresh: a choice remembered by an earlier test would
+    build one runtime where the test expects them all (tests/test_decisions.py turns it on)."""
+    monkeypatch.setenv("ACCELC_CACHE_DIR", "off")
+
+
 @pytest.fixture
 def model_file(tmp_path):
     """Write a model.py with the given source (dedented) and return its path."""
