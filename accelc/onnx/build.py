@@ -29,7 +29,7 @@ from torch.utils import _pytree as pytree
 
 from ..pass_base import Pass, PassContext
 from ..runtime.onnxruntime import MODEL_FILE, OrtRuntime
-from .export import OnnxExport, export_graph, save_model, torchscript_input_names
+from .export import OnnxExport, PendingWrite, export_graph, save_with_external_data, serialized, torchscript_input_names
 from .optimize import optimize_onnx
 from .partial import build_partial, unexportable_nodes
 
@@ -147,8 +147,10 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
             skipped += 1
     model, records = optimize_onnx(exported.model, checked, meta, ctx, workdir, passes, on_progress=on_progress)
     path = os.path.join(workdir, MODEL_FILE)
-    save_model(without_unused_initializers(model), path)
-    runtime = OrtRuntime(path, device, meta, ctx.precision, owned_dir=workdir if owned else None)
+    data, pending = _write_model(without_unused_initializers(model), path, device)
+    runtime = OrtRuntime(path, device, meta, ctx.precision, owned_dir=workdir if owned else None, model_bytes=data,
+                         pending_write=pending)
+    del data  # the session has its own copy; the writer holds these bytes until the file is whole
     meta["disabled_fusions"] = runtime.providers["disabled_fusions"]  # saved in meta.json for plain-ORT users
     report = {
         "export": exported.as_dict(),
@@ -161,6 +163,21 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
         "seconds": round(time.perf_counter() - start, 3),
     }
     return runtime, report
+
+
+def _write_model(model: onnx.ModelProto, path: str, device: torch.device) -> tuple[bytes | None, PendingWrite | None]:
+    """Write ``model`` to ``path``. On the CPU the file is written on a thread while the session
+    opens from the same bytes, returned with the write; past 2 GB (external data) and for the
+    GPU providers (TensorRT's caches key on the file) it is written first, and (None, None)."""
+    data = serialized(model)
+    if data is None:
+        save_with_external_data(model, path)
+        return None, None
+    if device.type != "cpu":
+        with open(path, "wb") as f:
+            f.write(data)
+        return None, None
+    return data, PendingWrite(path, data)
 
 
 def without_unused_initializers(model: onnx.ModelProto) -> onnx.ModelProto:

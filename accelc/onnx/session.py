@@ -71,9 +71,10 @@ def session_options(threads: int | None = None, pinned_dims: dict[str, int] | No
     return options
 
 
-def open_session(model_path: str, device: torch.device, folder: str, precision: str = "fp32",
+def open_session(model: str | bytes, device: torch.device, folder: str, precision: str = "fp32",
                  cuda_graph: bool = False, threads: int | None = None, pinned_dims: dict[str, int] | None = None):
-    """An InferenceSession on the best provider that initialises; returns (session, record)."""
+    """An InferenceSession on the best provider that initialises, on ``model`` (a path, or the
+    serialised model); returns (session, record)."""
     ort = _ort()
     plan = provider_plan(device, folder, precision)
     record: dict = {"tried": [], "used": None, "fallbacks": []}
@@ -91,7 +92,7 @@ def open_session(model_path: str, device: torch.device, folder: str, precision: 
         if wanted == "TensorrtExecutionProvider":
             os.makedirs(chain[0][1]["trt_engine_cache_path"], exist_ok=True)
         try:
-            session = ort.InferenceSession(model_path, sess_options=session_options(threads, pinned_dims),
+            session = ort.InferenceSession(model, sess_options=session_options(threads, pinned_dims),
                                            providers=[n for n, _ in chain], provider_options=[o for _, o in chain],
                                            disabled_optimizers=disabled_fusions(wanted))
         except Exception as exc:  # a provider's library or options failed: try the next one
@@ -107,7 +108,8 @@ def open_session(model_path: str, device: torch.device, folder: str, precision: 
         record["active"] = active
         record["cuda_graph"] = active[0] == "CUDAExecutionProvider" and any(o.get("enable_cuda_graph") == "1" for _, o in chain)
         return session, record
-    raise ArtifactError(f"onnxruntime could not open {model_path} on any provider: {'; '.join(record['fallbacks'])}")
+    what = model if isinstance(model, str) else "the model"
+    raise ArtifactError(f"onnxruntime could not open {what} on any provider: {'; '.join(record['fallbacks'])}")
 
 
 __all__ = ["provider_plan", "DISABLED_FUSIONS", "disabled_fusions", "session_options", "open_session", "TRT_CACHE"]

@@ -51,9 +51,13 @@ class OrtRuntime(torch.nn.Module):
     """
 
     def __init__(self, model_path: str, device: torch.device, meta: dict, precision: str = "fp32",
-                 threads: int | None = None, owned_dir: str | None = None):
+                 threads: int | None = None, owned_dir: str | None = None, model_bytes: bytes | None = None,
+                 pending_write=None):
+        """``model_bytes``: the model at ``model_path``, serialised, for the session to open from
+        while ``pending_write`` (an :class:`accelc.onnx.export.PendingWrite`) still writes the file."""
         super().__init__()
         self.model_path = model_path
+        self._pending_write = pending_write
         # A finalizer, not __del__: it holds no reference to the runtime and also runs at exit.
         self._owned = weakref.finalize(self, shutil.rmtree, owned_dir, ignore_errors=True) if owned_dir else None
         self.device = torch.device(device)
@@ -68,7 +72,8 @@ class OrtRuntime(torch.nn.Module):
         # plans memory and picks kernels as for a static model: 4-9% faster on ResNet-50 and
         # BERT); a call at other sizes runs on a second, dynamic session, opened at its first use.
         self.pinned_dims = pinned_dims(meta) if self.device.type == "cpu" else {}
-        self.session, self.providers = open_session(model_path, self.device, folder, precision, self.cuda_graph, threads,
+        source = model_bytes if model_bytes is not None else self.model_file()
+        self.session, self.providers = open_session(source, self.device, folder, precision, self.cuda_graph, threads,
                                                     self.pinned_dims)
         self.providers["pinned_dims"] = dict(self.pinned_dims)
         self.cuda_graph = self.providers.get("cuda_graph", False)
@@ -118,14 +123,20 @@ class OrtRuntime(torch.nn.Module):
         with self._dynamic_lock:
             if self._dynamic_run is None:
                 folder = os.path.dirname(os.path.abspath(self.model_path))
-                self._dynamic_session, _ = open_session(self.model_path, self.device, folder, self.precision,
+                self._dynamic_session, _ = open_session(self.model_file(), self.device, folder, self.precision,
                                                         threads=self.threads)
                 self._dynamic_run = _fast_run(self._dynamic_session)
             return self._dynamic_run
 
+    def model_file(self) -> str:
+        """model.onnx's path, once the file is whole (the build writes it while the session opens)."""
+        if self._pending_write is not None:
+            self._pending_write.wait()
+        return self.model_path
+
     def release_dynamic_session(self) -> None:
         """Drop the dynamic session (its memory) until a call at other sizes needs it again."""
-        if self.model_path and os.path.exists(self.model_path):
+        if self.model_path and os.path.exists(self.model_file()):
             with self._dynamic_lock:
                 self._dynamic_session = self._dynamic_run = None
 
@@ -182,7 +193,7 @@ class OrtRuntime(torch.nn.Module):
         """Write model.onnx (+ external data above 2 GB) and the runtime's metadata into ``folder``."""
         os.makedirs(folder, exist_ok=True)
         target = os.path.join(folder, MODEL_FILE)
-        if os.path.abspath(target) != os.path.abspath(self.model_path):
+        if os.path.abspath(target) != os.path.abspath(self.model_file()):
             # Copied as they are: the external data file (above 2 GB) is named after the model
             # file, which is model.onnx in both folders.
             for suffix in ("", ".data"):

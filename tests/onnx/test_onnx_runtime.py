@@ -302,3 +302,34 @@ def test_pinned_and_dynamic_sessions_serve_threads_at_mixed_sizes():
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def test_the_session_opens_while_model_onnx_is_still_being_written(tmp_path, monkeypatch):
+    """The CPU session opens from the serialised bytes while a thread writes model.onnx; what
+    reads the file (the session for other sizes, save) waits for it, and gets it whole."""
+    import threading
+
+    import onnx
+
+    from accelc.onnx import export
+
+    release = threading.Event()
+    real_write = export.PendingWrite._write
+    monkeypatch.setattr(export.PendingWrite, "_write", lambda self, data: release.wait(30) and real_write(self, data))
+    model, inputs, gm = captured("mlp")
+    runtime, _ = build(gm, inputs, "cpu")
+    assert not os.path.exists(runtime.model_path)  # not written yet: the session did not need it
+    with torch.inference_mode():
+        torch.testing.assert_close(runtime(*inputs), model(*inputs), rtol=1e-4, atol=1e-5)
+    release.set()
+    runtime.save(str(tmp_path / "art"))
+    saved = onnx.load(str(tmp_path / "art" / "model.onnx"))
+    assert [i.name for i in saved.graph.input] == runtime.input_names
+
+
+def test_a_failed_write_of_model_onnx_is_raised_where_the_file_is_needed(tmp_path):
+    from accelc.onnx.export import PendingWrite
+
+    pending = PendingWrite(str(tmp_path / "missing-folder" / "model.onnx"), b"bytes")
+    with pytest.raises(FileNotFoundError):
+        pending.wait()
