@@ -30,7 +30,7 @@ from torch.utils import _pytree as pytree
 from ..pass_base import Pass, PassContext
 from ..runtime.onnxruntime import MODEL_FILE, OrtRuntime
 from .export import OnnxExport, PendingWrite, export_graph, save_with_external_data, serialized, torchscript_input_names
-from .optimize import optimize_onnx
+from .optimize import optimize_onnx, without_unused_initializers
 from .partial import build_partial, unexportable_nodes
 
 
@@ -145,9 +145,9 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
             checked.append((probe, cpu_values(reference)))
         else:
             skipped += 1
-    model, records = optimize_onnx(exported.model, checked, meta, ctx, workdir, passes, on_progress=on_progress)
+    model, records, data = optimize_onnx(exported.model, checked, meta, ctx, workdir, passes, on_progress=on_progress)
     path = os.path.join(workdir, MODEL_FILE)
-    data, pending = _write_model(without_unused_initializers(model), path, device)
+    data, pending = _write_model(model, path, device, data)
     runtime = OrtRuntime(path, device, meta, ctx.precision, owned_dir=workdir if owned else None, model_bytes=data,
                          pending_write=pending)
     del data  # the session has its own copy; the writer holds these bytes until the file is whole
@@ -165,11 +165,14 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
     return runtime, report
 
 
-def _write_model(model: onnx.ModelProto, path: str, device: torch.device) -> tuple[bytes | None, PendingWrite | None]:
-    """Write ``model`` to ``path``. On the CPU the file is written on a thread while the session
-    opens from the same bytes, returned with the write; past 2 GB (external data) and for the
-    GPU providers (TensorRT's caches key on the file) it is written first, and (None, None)."""
-    data = serialized(model)
+def _write_model(model: onnx.ModelProto, path: str, device: torch.device,
+                 data: bytes | None) -> tuple[bytes | None, PendingWrite | None]:
+    """Write ``model`` (``data``: it serialised, when the onnx stage's check has that already) to
+    ``path``. On the CPU the file is written on a thread while the session opens from the same
+    bytes, returned with the write; past 2 GB (external data) and for the GPU providers
+    (TensorRT's caches key on the file) it is written first, and (None, None)."""
+    if data is None:
+        data = serialized(without_unused_initializers(model))
     if data is None:
         save_with_external_data(model, path)
         return None, None
@@ -178,27 +181,6 @@ def _write_model(model: onnx.ModelProto, path: str, device: torch.device) -> tup
             f.write(data)
         return None, None
     return data, PendingWrite(path, data)
-
-
-def without_unused_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` without initializers no node reads (what the exporter and folding passes leave
-    behind): plain ONNX Runtime warns once per unused initializer when it loads a model."""
-    used = {name for node in _all_nodes(model.graph) for name in node.input} | {o.name for o in model.graph.output}
-    if all(init.name in used for init in model.graph.initializer):
-        return model
-    kept = [init for init in model.graph.initializer if init.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    return model
-
-
-def _all_nodes(graph: onnx.GraphProto):
-    """Every node of ``graph`` and of the subgraphs (If branches, loops) inside it."""
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                yield from _all_nodes(sub)
 
 
 def _output_spec(gm: torch.fx.GraphModule) -> pytree.TreeSpec:

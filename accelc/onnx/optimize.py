@@ -29,7 +29,8 @@ from .export import save_with_external_data, serialized
 from .session import disabled_fusions, session_options
 
 
-def run_all_in_ort(model: onnx.ModelProto, input_sets: list[tuple], arg_names: list[str], workdir: str) -> list[list[torch.Tensor]]:
+def run_all_in_ort(model: onnx.ModelProto | bytes, input_sets: list[tuple], arg_names: list[str],
+                   workdir: str) -> list[list[torch.Tensor]]:
     """Outputs of ``model`` on each input set, from one CPU InferenceSession.
 
     The session optimises at ORT's basic level (constant folding, redundant nodes), not with its
@@ -39,7 +40,8 @@ def run_all_in_ort(model: onnx.ModelProto, input_sets: list[tuple], arg_names: l
     """
     import onnxruntime as ort
 
-    source = serialized(model)  # opened from memory: writing BERT-base to disk costs a second
+    # opened from memory: writing BERT-base to disk costs a second
+    source = model if isinstance(model, bytes) else serialized(model)
     if source is None:  # past 2 GB: the weights go to a file beside the model
         source = os.path.join(workdir, "candidate.onnx")
         save_with_external_data(model, source)
@@ -62,7 +64,7 @@ def run_in_ort(model: onnx.ModelProto, inputs: tuple, arg_names: list[str], work
     return run_all_in_ort(model, [inputs], arg_names, workdir)[0]
 
 
-def check_in_ort(model: onnx.ModelProto, cases: list[tuple[tuple, list]], arg_names: list[str], workdir: str,
+def check_in_ort(model: onnx.ModelProto | bytes, cases: list[tuple[tuple, list]], arg_names: list[str], workdir: str,
                  tolerance_of) -> Comparison:
     """``model`` against the reference outputs of every (inputs, reference) case; the first
     failure names the input shapes it happened at, else the worst error over all cases."""
@@ -91,18 +93,27 @@ class OrtVerifier:
         self.arg_names = arg_names
         self.workdir = workdir
         self.tolerance_of = tolerance_of
+        self.passed: tuple[ir.Model, bytes] | None = None
 
     def check(self, model: ir.Model) -> tuple[Comparison, None]:
-        proto = ir.serde.serialize_model(model)
-        return check_in_ort(proto, self.cases, self.arg_names, self.workdir, self.tolerance_of), None
+        proto = without_unused_initializers(ir.serde.serialize_model(model))
+        data = serialized(proto)  # None past 2 GB: check_in_ort then writes external data
+        comparison = check_in_ort(proto if data is None else data, self.cases, self.arg_names, self.workdir,
+                                  self.tolerance_of)
+        # The bytes of a model that passed are what model.onnx will be when it is the stage's
+        # result: serialising BERT-base again cost a second.
+        self.passed = (model, data) if comparison.ok and data is not None else None
+        return comparison, None
 
     def accept(self, outputs) -> None:
         pass
 
 
 def optimize_onnx(model: onnx.ModelProto, cases: list[tuple[tuple, list]], meta: dict, ctx: PassContext, workdir: str,
-                  passes: list[Pass], on_progress=None) -> tuple[onnx.ModelProto, list[PassRecord]]:
-    """Run ``passes`` (ONNX passes, in order) on ``model``; returns the model and one record per pass.
+                  passes: list[Pass], on_progress=None) -> tuple[onnx.ModelProto, list[PassRecord], bytes | None]:
+    """Run ``passes`` (ONNX passes, in order) on ``model``; returns the model, one record per pass,
+    and the model serialised (unused initializers dropped) when the stage's check made those
+    bytes already, else None.
 
     ``cases`` are (inputs, flat reference outputs) pairs: the example first, then inputs at other
     sizes for a model with dynamic ones; ``meta["arg_names"]`` maps the model's inputs to
@@ -114,8 +125,32 @@ def optimize_onnx(model: onnx.ModelProto, cases: list[tuple[tuple, list]], meta:
     manager = PassManager(passes, on_progress=on_progress, stage=ONNX, ir="onnx", verifier=verifier)
     result, records = manager.run(ir.serde.deserialize_model(model), ctx)
     if not any(r.status == FIRED for r in records):
-        return model, records  # the export as it came, not a round trip of it
-    return ir.serde.serialize_model(result), records
+        return model, records, None  # the export as it came, not a round trip of it
+    data = verifier.passed[1] if verifier.passed is not None and verifier.passed[0] is result else None
+    verifier.passed = None
+    return without_unused_initializers(ir.serde.serialize_model(result)), records, data
 
 
-__all__ = ["optimize_onnx", "OrtVerifier", "run_in_ort", "run_all_in_ort", "check_in_ort"]
+def without_unused_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without initializers no node reads (what the exporter and folding passes leave
+    behind): plain ONNX Runtime warns once per unused initializer when it loads a model."""
+    used = {name for node in _all_nodes(model.graph) for name in node.input} | {o.name for o in model.graph.output}
+    if all(init.name in used for init in model.graph.initializer):
+        return model
+    kept = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return model
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    """Every node of ``graph`` and of the subgraphs (If branches, loops) inside it."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _all_nodes(sub)
+
+
+
+__all__ = ["without_unused_initializers", "optimize_onnx", "OrtVerifier", "run_in_ort", "run_all_in_ort", "check_in_ort"]

@@ -70,7 +70,7 @@ def test_optimize_onnx_runs_the_stage_on_the_pass_manager(export_root, tmp_path)
     ctx = PassContext()
     passes = [Explode(), NegateTheOutput(), RefuseTheFirstNode(), IdentityOnTheOutput()]
     progress = []
-    model, records = optimize_onnx(exported_dynamic("mlp", export_root).model, cases, meta, ctx, str(tmp_path), passes,
+    model, records, _ = optimize_onnx(exported_dynamic("mlp", export_root).model, cases, meta, ctx, str(tmp_path), passes,
                                    on_progress=progress.append)
     assert all(isinstance(r, PassRecord) and r.status in STATUSES and r.stage == "onnx" for r in records)
     assert [(r.name, r.status) for r in records] == [
@@ -90,7 +90,7 @@ def test_no_pass_fires_and_the_export_comes_back_as_it_was(export_root, tmp_path
     _, inputs, _, gm = captured_dynamic("mlp")
     export = exported_dynamic("mlp", export_root).model
     meta = {"arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"]}
-    model, records = optimize_onnx(export, [(inputs, eager_outputs("mlp", inputs))], meta, PassContext(), str(tmp_path),
+    model, records, _ = optimize_onnx(export, [(inputs, eager_outputs("mlp", inputs))], meta, PassContext(), str(tmp_path),
                                    [RefuseTheFirstNode()])
     assert model is export and [r.status for r in records] == [UNCHANGED]
 
@@ -131,10 +131,10 @@ def test_a_stage_of_right_passes_is_checked_in_one_session(export_root, tmp_path
     cases = [(x, eager_outputs("mlp", x)) for x in (inputs, inputs_at("mlp", (3,)))]
     meta = {"arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"]}
     export = exported_dynamic("mlp", export_root).model
-    _, records = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path), [IdentityOnTheOutput(), IdentityAgain()])
+    _, records, _ = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path), [IdentityOnTheOutput(), IdentityAgain()])
     assert [r.status for r in records] == [FIRED, FIRED] and len(sessions) == 1
     sessions.clear()
-    model, records = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path),
+    model, records, _ = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path),
                                    [IdentityOnTheOutput(), NegateTheOutput(), IdentityAgain()])
     assert [r.status for r in records] == [FIRED, ROLLED_BACK, FIRED], records
     assert [o.name for o in model.graph.output] == ["identity_again_output"]
@@ -174,7 +174,7 @@ def test_copies_share_weights_and_no_pass_writes_into_one(export_root, tmp_path)
     meta = {"arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"]}
     export = exported_dynamic("mlp", export_root).model
     for passes in ([ScaleTheFirstWeightInPlace()], [ReplaceTheFirstWeight(), ScaleTheFirstWeightInPlace()]):
-        model, records = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path), passes)
+        model, records, _ = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path), passes)
         assert records[-1].status == FAILED and "read-only" in records[-1].reason, records[-1]
         assert all(r.status == FIRED for r in records[:-1]), records
         outputs = run_all_in_ort(model, [x for x, _ in cases], meta["arg_names"], str(tmp_path))

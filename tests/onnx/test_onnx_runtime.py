@@ -333,3 +333,24 @@ def test_a_failed_write_of_model_onnx_is_raised_where_the_file_is_needed(tmp_pat
     pending = PendingWrite(str(tmp_path / "missing-folder" / "model.onnx"), b"bytes")
     with pytest.raises(FileNotFoundError):
         pending.wait()
+
+
+def test_model_onnx_is_the_bytes_the_stage_checked(monkeypatch, tmp_path):
+    """When the onnx stage changed the model, its check serialised the result already: those
+    bytes are model.onnx, not a second serialisation (a second of BERT-base's build)."""
+    import onnx
+
+    from accelc.onnx import build as build_module
+
+    calls = []
+    real = build_module.serialized
+    monkeypatch.setattr(build_module, "serialized", lambda model: calls.append(1) or real(model))
+    model, inputs, gm = captured("bert")
+    runtime, report = build(gm, inputs, "cpu")
+    assert any(r["status"] == "fired" for r in report["onnx_passes"])
+    assert calls == []
+    runtime.save(str(tmp_path / "art"))
+    saved = onnx.load(str(tmp_path / "art" / "model.onnx"))
+    assert len(saved.graph.node) == report["nodes"]["optimised"] != report["nodes"]["exported"]  # the stage's result
+    with torch.inference_mode():
+        assert compare_outputs(runtime(*inputs), model(*inputs)).ok
