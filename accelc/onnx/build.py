@@ -180,7 +180,7 @@ def _write_model(model: onnx.ModelProto, path: str, device: torch.device,
         with open(path, "wb") as f:
             f.write(data)
         return None, None
-    return data, PendingWrite(path, data)
+    return data, PendingWrite.of_bytes(path, data)
 
 
 def _output_spec(gm: torch.fx.GraphModule) -> pytree.TreeSpec:

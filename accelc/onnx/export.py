@@ -368,21 +368,30 @@ def save_model(model: onnx.ModelProto, path: str) -> None:
 
 
 class PendingWrite:
-    """``data`` (a serialised model) being written to ``path`` on a thread of its own, while the
-    build goes on: ONNX Runtime's CPU session opens from the same bytes, and the file is read
-    only later (the session for other sizes, ``save()``), after :meth:`wait`. Writing BERT-base's
-    440 MB took a second of every build."""
+    """A model file being written on a thread of its own while the build goes on: ``write()``
+    writes ``path``. The file is read only later (ONNX Runtime's session for other sizes,
+    ``save()``), after :meth:`wait`; the runtimes meanwhile open from memory. Writing BERT-base's
+    440 MB cost a second of every build, once for model.onnx and once for OpenVINO's IR
+    (both the file write and OpenVINO's ``save_model`` release the GIL)."""
 
-    def __init__(self, path: str, data: bytes):
+    def __init__(self, path: str, write):
         self.path = path
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._write, args=(data,), name="accelc-model-write", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(write,), name="accelc-model-write", daemon=True)
         self._thread.start()
 
-    def _write(self, data: bytes) -> None:
-        try:
-            with open(self.path, "wb") as f:
+    @classmethod
+    def of_bytes(cls, path: str, data: bytes) -> "PendingWrite":
+        """``data`` (a serialised model) written to ``path``."""
+        def write() -> None:
+            with open(path, "wb") as f:
                 f.write(data)
+
+        return cls(path, write)
+
+    def _run(self, write) -> None:
+        try:
+            write()
         except BaseException as exc:  # raised to whoever waits for the file
             self._error = exc
 

@@ -187,6 +187,7 @@ class OrtRuntime(torch.nn.Module):
         if self._owned is not None:
             if self._pinned_shapes is not None:
                 self._open_dynamic_session()  # while model.onnx is still there to open
+            self.model_file()  # not removed under the writer's feet
             self._owned()
 
     def save(self, folder: str) -> None:
