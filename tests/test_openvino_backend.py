@@ -5,7 +5,6 @@ cannot run."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 import textwrap
@@ -253,22 +252,3 @@ def test_auto_checks_the_runtime_it_keeps_on_every_set(mlp, monkeypatch):
     assert asked.report["backend"] == "torch"
     assert asked.report["backend_fallback"].startswith("OpenVINO disagrees with eager")
 
-
-@needs_openvino
-def test_the_model_is_compiled_from_memory_while_its_ir_is_written(mlp, tmp_path, monkeypatch):
-    """OpenVINO compiles the converted model itself; model.xml/.bin are written on a thread that
-    the build does not wait for, and save() waits for them."""
-    from accelc.onnx import export
-
-    release = threading.Event()
-    real_run = export.PendingWrite._run
-    monkeypatch.setattr(export.PendingWrite, "_run", lambda self, write: release.wait(30) and real_run(self, write))
-    model, inputs = mlp
-    fast = accelc.accelerate(model, inputs, backend="openvino", measure=False)
-    runtime = fast.runner
-    assert runtime.pending_write is not None and not os.path.exists(runtime.xml_path)
-    with torch.inference_mode():
-        torch.testing.assert_close(fast(*inputs), model(*inputs), rtol=1e-4, atol=1e-5)
-    release.set()
-    fast.save(str(tmp_path / "art"))
-    assert accelc.load(str(tmp_path / "art")).report["backend"] == "openvino"

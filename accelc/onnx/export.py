@@ -370,9 +370,8 @@ def save_model(model: onnx.ModelProto, path: str) -> None:
 class PendingWrite:
     """A model file being written on a thread of its own while the build goes on: ``write()``
     writes ``path``. The file is read only later (ONNX Runtime's session for other sizes,
-    ``save()``), after :meth:`wait`; the runtimes meanwhile open from memory. Writing BERT-base's
-    440 MB cost a second of every build, once for model.onnx and once for OpenVINO's IR
-    (both the file write and OpenVINO's ``save_model`` release the GIL)."""
+    ``save()``), after :meth:`wait`; ONNX Runtime's session meanwhile opens from memory. Writing
+    BERT-base's model.onnx cost a second of every build (the write releases the GIL)."""
 
     def __init__(self, path: str, write):
         self.path = path

@@ -35,7 +35,7 @@ from torch.utils import _pytree as pytree
 
 from ..runtime.openvino import MODEL_XML, OpenVinoRuntime, openvino_reason, shared_core
 from .build import cpu_values, export_for_runtimes, on_cpu, runtime_meta
-from .export import PendingWrite, OnnxExport, save_with_external_data, serialized
+from .export import OnnxExport, save_with_external_data, serialized
 
 
 class OpenVinoBuildError(RuntimeError):
@@ -70,19 +70,19 @@ def build_openvino_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, prec
         with _quiet():
             try:
                 ov_model = _read_onnx(exported.model, workdir)
+                ov.save_model(ov_model, os.path.join(workdir, MODEL_XML), compress_to_fp16=False)
             except Exception as exc:
                 raise OpenVinoBuildError(f"convert_model: {openvino_reason(exc)}") from exc
+        # Compiled from the IR just written, not from ov_model: the CPU plugin maps the IR's
+        # weights where it copies an in-memory model's (BERT-base: 0.45 s against 1.46 s, more
+        # than writing the IR on a thread would save).
+        del ov_model
         convert_s = time.perf_counter() - convert_start
         compile_start = time.perf_counter()
-        xml = os.path.join(workdir, MODEL_XML)
         try:
-            runtime = OpenVinoRuntime(xml, meta, threads=threads, owned_dir=workdir, model=ov_model)
+            runtime = OpenVinoRuntime(os.path.join(workdir, MODEL_XML), meta, threads=threads, owned_dir=workdir)
         except Exception as exc:
             raise OpenVinoBuildError(f"compile_model: {openvino_reason(exc)}") from exc
-        # The IR (what save() copies) is written on a thread once the model is compiled; the
-        # compiled model does not read it.
-        runtime.pending_write = PendingWrite(xml, lambda model=ov_model: ov.save_model(model, xml, compress_to_fp16=False))
-        del ov_model
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise

@@ -54,23 +54,18 @@ class OpenVinoRuntime(torch.nn.Module):
     is garbage-collected; a loaded artifact's folder is the user's and is never owned.
     """
 
-    def __init__(self, xml_path: str, meta: dict, threads: int | None = None, owned_dir: str | None = None,
-                 model=None):
-        """``model``: the ``openvino.Model`` of ``xml_path``, compiled from memory while the IR
-        is still being written (``pending_write``, which :meth:`save` waits for)."""
+    def __init__(self, xml_path: str, meta: dict, threads: int | None = None, owned_dir: str | None = None):
         super().__init__()
         import openvino as ov
 
         self.xml_path = xml_path
-        self.pending_write = None
         self._owned = weakref.finalize(self, shutil.rmtree, owned_dir, ignore_errors=True) if owned_dir else None
         self.meta = meta
         self.precision = meta.get("precision", "fp32")
         if self.precision not in HINTS:
             raise ValueError(f"OpenVINO runs fp32 or bf16 here, not {self.precision}")
         self.threads = int(threads or torch.get_num_threads())
-        self.compiled = shared_core().compile_model(xml_path if model is None else model, "CPU",
-                                                    compile_config(self.precision, self.threads))
+        self.compiled = shared_core().compile_model(xml_path, "CPU", compile_config(self.precision, self.threads))
         self.inference_precision = inference_precision_of(self.compiled)
         self.out_spec = pytree.treespec_loads(meta["out_spec"]) if meta.get("out_spec") else None
         self._single_output = self.out_spec is not None and self.out_spec.is_leaf()
@@ -115,15 +110,11 @@ class OpenVinoRuntime(torch.nn.Module):
         """Remove the temporary folder the runtime owns, now (the compiled model stays usable;
         :meth:`save` no longer can copy the IR: save first)."""
         if self._owned is not None:
-            if self.pending_write is not None:
-                self.pending_write.wait()  # not removed under the writer's feet
             self._owned()
 
     def save(self, folder: str) -> None:
         """Write model.xml, model.bin and the runtime's metadata into ``folder``."""
         os.makedirs(folder, exist_ok=True)
-        if self.pending_write is not None:
-            self.pending_write.wait()
         source = os.path.dirname(os.path.abspath(self.xml_path))
         if os.path.abspath(folder) != source:
             shutil.copyfile(self.xml_path, os.path.join(folder, MODEL_XML))
