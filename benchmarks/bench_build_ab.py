@@ -1,0 +1,75 @@
+"""Build time of two checkouts of accelc, back to back: where a change's saving is smaller than the
+machine's drift between runs, only alternating builds of the same model show it.
+
+    git worktree add /tmp/accelc-before <commit>
+    python benchmarks/bench_build_ab.py --before /tmp/accelc-before --runs bert:auto,gpt2:onnxruntime --rounds 2
+
+Each build runs in its own process (accelc imported from that checkout, ``ACCELC_CACHE_DIR=off``,
+so ``auto`` times every runtime), before and after alternating, the same threads. Prints one
+JSON line per build (total seconds, capture to first answer, and the phases that differ most
+between the checkouts) and writes them, with the CPU flags, to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from bench_guard import cpu_flags  # noqa: E402
+
+ONE_BUILD = """
+import json, sys, time, torch
+sys.path.insert(0, {here!r})
+torch.set_num_threads({threads})
+from run_suite import load_sample, sample_inputs, sample_model
+import accelc
+m = load_sample({name!r}); model = sample_model(m, small=False).eval(); inputs = sample_inputs(m, small=False, batch=1)
+start = time.perf_counter()
+fast = accelc.accelerate(model, inputs, backend={backend!r}, measure=False)
+fast(*inputs)
+total = time.perf_counter() - start
+print(json.dumps({{"accelc": accelc.__file__, "total_s": round(total, 2), "backend": fast.report["backend"],
+                  "phases": {{k: round(v, 2) for k, v in fast.report["build_seconds"].items() if k != "total"}}}}))
+"""
+
+
+def one_build(checkout: str, name: str, backend: str, threads: int) -> dict:
+    env = os.environ | {"PYTHONPATH": checkout, "ACCELC_CACHE_DIR": "off"}
+    code = ONE_BUILD.format(here=HERE, threads=threads, name=name, backend=backend)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=checkout)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, help="a checkout of the earlier commit")
+    parser.add_argument("--after", default=REPO)
+    parser.add_argument("--runs", default="bert:auto", help="sample:backend, comma-separated")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "build-time-ab.json"))
+    args = parser.parse_args(argv)
+    rows = []
+    for run in args.runs.split(","):
+        name, backend = run.split(":")
+        for round_ in range(args.rounds):
+            for label, checkout in (("before", args.before), ("after", args.after)):
+                row = {"sample": name, "backend_asked": backend, "checkout": label, "round": round_,
+                       **one_build(os.path.abspath(checkout), name, backend, args.threads)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump({"cpu_flags": cpu_flags(), "threads": args.threads,
+                   "command": "python benchmarks/bench_build_ab.py " + " ".join(sys.argv[1:]), "rows": rows}, f, indent=1)
+        f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
