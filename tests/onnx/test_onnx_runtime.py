@@ -354,3 +354,26 @@ def test_model_onnx_is_the_bytes_the_stage_checked(monkeypatch, tmp_path):
     assert len(saved.graph.node) == report["nodes"]["optimised"] != report["nodes"]["exported"]  # the stage's result
     with torch.inference_mode():
         assert compare_outputs(runtime(*inputs), model(*inputs)).ok
+
+
+def test_unused_initializers_are_dropped_and_the_used_ones_kept_in_order():
+    """Read by a node, by a node of an If branch, or as a graph output: kept, in their order;
+    read by nothing: dropped (plain ONNX Runtime warns once per unused initializer)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from accelc.onnx.optimize import without_unused_initializers
+
+    weight = lambda name: numpy_helper.from_array(np.full((2,), float(len(name)), dtype=np.float32), name)  # noqa: E731
+    branch = helper.make_graph([helper.make_node("Add", ["x", "in_branch"], ["b"])], "branch", [],
+                               [helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [2])])
+    nodes = [helper.make_node("Add", ["x", "used"], ["y"]),
+             helper.make_node("If", ["cond"], ["z"], then_branch=branch, else_branch=branch)]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2]), helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [2]) for n in ("y", "z", "as_output")],
+        initializer=[weight(n) for n in ("unused_a", "used", "in_branch", "unused_b", "as_output")])
+    model = without_unused_initializers(helper.make_model(graph))
+    assert [i.name for i in model.graph.initializer] == ["used", "in_branch", "as_output"]
+    onnx.checker.check_model(model)
