@@ -20,7 +20,7 @@ import torch
 
 from . import __version__
 from .backends import (RUNTIME_WORDS, auto_candidates, check_openvino_request, check_precision_request, choose_precision,
-                       select_runtime)
+                       remembered_key, select_runtime)
 from .capture import capture, count_compute_nodes
 from . import decisions
 from .errors import ModelRunError, UserInputError
@@ -285,9 +285,10 @@ def _dry_run(model, gm, inputs, backend: str, device, ctx: PassContext, pipeline
         runtimes = ", ".join(RUNTIME_WORDS[n] for n in ["torch"] + candidates)
         dry["auto"] = (f"auto would build {runtimes}, check each against eager, and keep the fastest in an "
                        "interleaved timing once it matches eager on every input set")
-        entry = None if report["precision"] == "int8" or not candidates else decisions.recall(
-            decisions.choice_key(gm, inputs, device, precision, candidates, stage_pass, signature.dynamic_shapes()),
-            candidates)
+        # The precision select_runtime would see: int8 stays int8 (nothing remembered); auto starts at fp32.
+        key = remembered_key(gm, inputs, device, "int8" if report["precision"] == "int8" else precision, candidates,
+                             stage_pass, signature)
+        entry = None if key is None else decisions.recall(key, candidates)
         if entry is not None:
             dry["auto"] = (f"auto would build {RUNTIME_WORDS[entry['chosen']]} alone and check it against eager on "
                            "every input set: it timed fastest at an earlier build of this graph on this machine "

@@ -85,16 +85,15 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
         _build_candidates(names, gm, fp32_gm, inputs, backend, device, ctx, stage_pass, signature, checker, report,
                           progress, held, share, built, sections)
 
-    key = None
-    if backend == "auto" and candidates and precision != "int8":
-        key = decisions.choice_key(gm, inputs, device, precision, candidates, stage_pass, signature.dynamic_shapes())
-        chosen = _remembered_choice(key, candidates, build, built, sections, checker, report, progress)
+    key = remembered_key(gm, inputs, device, precision, candidates, stage_pass, signature) if backend == "auto" else None
+    if key is not None:
+        chosen, tried = _remembered_choice(key, candidates, build, built, sections, checker, report, progress)
         if chosen is not None:
             return _kept(chosen, built, report)
         if report.get("fallback"):  # the PyTorch runtime, remembered, is wrong at a larger set: so is the graph
             release_dynamic_sessions(built.values())
             return None
-        candidates = [name for name in candidates if name not in sections]  # what the remembered try left to build
+        candidates = [name for name in candidates if name != tried]
     build(candidates)
     if exports is None:
         held.clear()  # the runtimes hold what they need of the export
@@ -128,15 +127,25 @@ def _kept(chosen: str, built: dict, report: dict):
     return built[chosen]
 
 
+def remembered_key(gm, inputs, device, precision: str, candidates: list[str], stage_pass: dict,
+                   signature: Signature) -> str | None:
+    """The key ``auto``'s choice for this build is remembered under (:mod:`accelc.decisions`);
+    None where it remembers none: at int8 (it times nothing) or with no runtime beside PyTorch's."""
+    if precision == "int8" or not candidates:
+        return None
+    return decisions.choice_key(gm, inputs, device, precision, candidates, stage_pass, signature.dynamic_shapes())
+
+
 def _remembered_choice(key: str, candidates: list[str], build, built: dict, sections: dict, checker: "Verifier",
-                       report: dict, progress) -> str | None:
-    """The runtime ``auto`` chose at an earlier build with ``key`` (:mod:`accelc.decisions`),
-    built alone and checked on every input set; None when there is none, or it fails to build
-    or to match eager (the entry is then forgotten and the caller builds and times the rest; when
-    that runtime is PyTorch's, ``report["fallback"]`` says the graph is wrong and eager serves)."""
+                       report: dict, progress) -> tuple[str | None, str | None]:
+    """(the runtime ``auto`` chose at an earlier build with ``key``, built alone and checked on
+    every input set, or None; the runtime tried, or None when nothing is remembered). A tried
+    runtime that fails to build or to match eager is forgotten, and the caller builds and times
+    the rest; when that runtime is PyTorch's, ``report["fallback"]`` says the graph is wrong and
+    eager serves."""
     entry = decisions.recall(key, candidates)
     if entry is None:
-        return None
+        return None, None
     name = entry["chosen"]
     progress(f"building {RUNTIME_WORDS[name]} alone: auto timed it fastest at an earlier build of this graph here")
     if name != "torch":
@@ -144,11 +153,10 @@ def _remembered_choice(key: str, candidates: list[str], build, built: dict, sect
     if name in built and _first_right_on_every_set([name], built, sections, checker, "auto", report, progress) == name:
         report["backend_choice"] = dict(entry.get("timings_ms") or {}) | {"chosen": name}
         report["auto_remembered"] = REMEMBERED
-        return name
+        return name, name
     decisions.forget(key)
     built.pop(name, None)
-    sections.setdefault(name, {})
-    return None
+    return None, name
 
 
 REMEMBERED = ("auto built only the runtime it timed fastest at an earlier build of this graph on this machine "
@@ -576,5 +584,5 @@ def _build_torch_bf16(gm, inputs, device, ctx, stage_pass, signature, checker, s
     return runtime, low, None
 
 
-__all__ = ["select_runtime", "auto_candidates", "RUNTIME_WORDS", "check_openvino_request", "check_precision_request",
+__all__ = ["select_runtime", "auto_candidates", "remembered_key", "RUNTIME_WORDS", "check_openvino_request", "check_precision_request",
            "choose_precision", "DEFAULT_TOLERANCE"]

@@ -29,7 +29,8 @@ from torch.utils import _pytree as pytree
 
 from ..pass_base import Pass, PassContext
 from ..runtime.onnxruntime import MODEL_FILE, OrtRuntime
-from .export import OnnxExport, PendingWrite, export_graph, save_with_external_data, serialized, torchscript_input_names
+from .export import (OnnxExport, PendingWrite, export_graph, save_with_external_data, serialized, torchscript_input_names,
+                     write_file)
 from .optimize import optimize_onnx, without_unused_initializers
 from .partial import build_partial, unexportable_nodes
 
@@ -177,10 +178,9 @@ def _write_model(model: onnx.ModelProto, path: str, device: torch.device,
         save_with_external_data(model, path)
         return None, None
     if device.type != "cpu":
-        with open(path, "wb") as f:
-            f.write(data)
+        write_file(path, data)
         return None, None
-    return data, PendingWrite.of_bytes(path, data)
+    return data, PendingWrite(path, data)
 
 
 def _output_spec(gm: torch.fx.GraphModule) -> pytree.TreeSpec:

@@ -356,41 +356,27 @@ def _result(model: onnx.ModelProto, exporter: str, start: float, attempts: list[
     )
 
 
-def save_model(model: onnx.ModelProto, path: str) -> None:
-    """Write ``model`` to ``path``; a model past protobuf's 2 GB limit keeps its weights in
-    ``<name>.data`` beside it."""
-    data = serialized(model)
-    if data is None:
-        save_with_external_data(model, path)
-        return
+def write_file(path: str, data: bytes) -> None:
+    """``data`` (a serialised model) to ``path``."""
     with open(path, "wb") as f:
         f.write(data)
 
 
 class PendingWrite:
-    """A model file being written on a thread of its own while the build goes on: ``write()``
-    writes ``path``. The file is read only later (ONNX Runtime's session for other sizes,
-    ``save()``), after :meth:`wait`; ONNX Runtime's session meanwhile opens from memory. Writing
+    """``data`` (a serialised model) being written to ``path`` on a thread of its own while the
+    build goes on. The file is read only later (ONNX Runtime's session for other sizes,
+    ``save()``), after :meth:`wait`; the session meanwhile opens from the same bytes. Writing
     BERT-base's model.onnx cost a second of every build (the write releases the GIL)."""
 
-    def __init__(self, path: str, write):
+    def __init__(self, path: str, data: bytes):
         self.path = path
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(write,), name="accelc-model-write", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(data,), name="accelc-model-write", daemon=True)
         self._thread.start()
 
-    @classmethod
-    def of_bytes(cls, path: str, data: bytes) -> "PendingWrite":
-        """``data`` (a serialised model) written to ``path``."""
-        def write() -> None:
-            with open(path, "wb") as f:
-                f.write(data)
-
-        return cls(path, write)
-
-    def _run(self, write) -> None:
+    def _run(self, data: bytes) -> None:
         try:
-            write()
+            write_file(self.path, data)
         except BaseException as exc:  # raised to whoever waits for the file
             self._error = exc
 
@@ -421,5 +407,5 @@ def serialized(model: onnx.ModelProto) -> bytes | None:
         return None
 
 
-__all__ = ["export_graph", "save_model", "PendingWrite", "OnnxExport", "OnnxExportError", "OPSET", "serialized", "save_with_external_data", "dim_names", "grow_inputs", "is_dynamic",
+__all__ = ["export_graph", "write_file", "PendingWrite", "OnnxExport", "OnnxExportError", "OPSET", "serialized", "save_with_external_data", "dim_names", "grow_inputs", "is_dynamic",
            "model_dynamic_axes", "rename_dim_params", "torchscript_input_names"]

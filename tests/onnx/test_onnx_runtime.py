@@ -315,7 +315,7 @@ def test_the_session_opens_while_model_onnx_is_still_being_written(tmp_path, mon
 
     release = threading.Event()
     real_run = export.PendingWrite._run
-    monkeypatch.setattr(export.PendingWrite, "_run", lambda self, write: release.wait(30) and real_run(self, write))
+    monkeypatch.setattr(export.PendingWrite, "_run", lambda self, data: release.wait(30) and real_run(self, data))
     model, inputs, gm = captured("mlp")
     runtime, _ = build(gm, inputs, "cpu")
     assert not os.path.exists(runtime.model_path)  # not written yet: the session did not need it
@@ -330,7 +330,7 @@ def test_the_session_opens_while_model_onnx_is_still_being_written(tmp_path, mon
 def test_a_failed_write_of_model_onnx_is_raised_where_the_file_is_needed(tmp_path):
     from accelc.onnx.export import PendingWrite
 
-    pending = PendingWrite.of_bytes(str(tmp_path / "missing-folder" / "model.onnx"), b"bytes")
+    pending = PendingWrite(str(tmp_path / "missing-folder" / "model.onnx"), b"bytes")
     with pytest.raises(FileNotFoundError):
         pending.wait()
 
