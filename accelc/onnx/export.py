@@ -1,6 +1,6 @@
 """Export an optimised ATen-level ``fx.GraphModule`` to ONNX, with the sizes it was captured with as dynamic.
 
-    gm ─torch.export (non-strict, the caller's dynamic_shapes)─► ExportedProgram ─torch.onnx (dynamo)─► ONNX
+    gm ─torch.export (non-strict, the caller's dynamic_shapes)─► ExportedProgram ─torch.onnx (dynamo, accelc.onnx.translate)─► ONNX
      └─ dynamo exporter fails ─► torch.onnx TorchScript exporter on the graph module (dynamic_axes), reason kept
          └─ both fail with dynamic sizes ─► the same two with static shapes, reasons kept
 
@@ -33,6 +33,7 @@ import torch.fx
 
 from ..errors import AccelcError
 from ..source import first_line
+from .translate import export_program
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +199,7 @@ def _dynamo_export_with(gm: torch.fx.GraphModule, inputs: tuple, spec, opset: in
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(gm, tuple(inputs), dynamic_shapes=spec, strict=False)
-        onnx_program = torch.onnx.export(program, tuple(inputs), dynamo=True, opset_version=opset, optimize=True, verbose=False)
-    model = onnx_program.model_proto
+        model = export_program(program, tuple(inputs), opset)
     if names is not None:
         rename_dim_params(model, _placeholder_names(gm), names)
         _check_dims_kept(model, _placeholder_names(gm), names)
