@@ -73,7 +73,8 @@ def _check_everywhere(model, gm, inputs, spec, feeds, tmp_path, names):
     assert export.exporter == "dynamo" and not export.attempts
     for feed, got in zip(feeds, run_all_in_ort(export.model, feeds, names, str(tmp_path))):
         with torch.inference_mode():
-            check = compare_outputs(got, list(model(*feed)) if isinstance(model(*feed), tuple) else [model(*feed)])
+            expected = model(*feed)
+        check = compare_outputs(got, list(expected) if isinstance(expected, tuple) else [expected])
         assert check.ok, (tuple(feed[0].shape), check.message)
     return export
 
