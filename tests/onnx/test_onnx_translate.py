@@ -164,3 +164,16 @@ def test_without_torch_onnx_internals_the_public_exporter_runs(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", refuse)
     translate.export_program(program, (torch.randn(2, 4),), OPSET)
     assert public == [1]
+
+
+def test_a_rewrite_that_raises_leaves_the_graph_to_torch_onnx_decomposition(tmp_path, monkeypatch):
+    model = Rewritable().eval()
+    inputs = _feeds([(2, 8, 6)])[0]
+    spec = ({0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}, {0: Dim.AUTO, 1: Dim.AUTO})
+    gm, _ = _program(model, inputs, spec)
+
+    def fails(graph, node):
+        raise RuntimeError("a graph the rewrites did not foresee")
+
+    monkeypatch.setattr(translate, "_diff", fails)
+    _check_everywhere(model, gm, inputs, spec, _feeds([(1, 5, 2), (4, 11, 17)]), tmp_path, ["x", "ids"])
