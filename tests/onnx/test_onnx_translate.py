@@ -17,8 +17,8 @@ from accelc.verify import compare_outputs
 
 
 class Rewritable(torch.nn.Module):
-    """Every op the module rewrites: in-place ops on fresh values, to(), a bool and, a global pool,
-    a diff with prepend."""
+    """Every op the module rewrites: in-place ops on fresh values (one read before the writes), to(),
+    a bool and, a global pool, a diff with prepend."""
 
     def __init__(self):
         super().__init__()
@@ -26,13 +26,14 @@ class Rewritable(torch.nn.Module):
 
     def forward(self, x, ids):
         y = self.conv(x)
+        peak = y.amax(dim=(2, 3))                              # read before the writes: sees y unwritten
         y.relu_()
         y.add_(self.conv(x))                                   # ResNet's residual add_
         pooled = torch.nn.functional.adaptive_avg_pool2d(y, 1).flatten(1)
         keep = (ids > 3) & (ids < 40)                           # aten.__and__
         steps = torch.diff(ids, prepend=ids[:, :1] - 1, dim=-1)  # GPT-2's mask code
         mask = keep.to(torch.float32).sum(1, keepdim=True)      # aten.to.dtype
-        return pooled * mask + steps.to(x.device, torch.float32).sum(1, keepdim=True)
+        return pooled * mask + steps.to(x.device, torch.float32).sum(1, keepdim=True) + peak
 
 
 class WritesThroughAView(torch.nn.Module):
