@@ -150,5 +150,4 @@ def _all_nodes(graph: onnx.GraphProto):
                 yield from _all_nodes(sub)
 
 
-
 __all__ = ["without_unused_initializers", "optimize_onnx", "OrtVerifier", "run_in_ort", "run_all_in_ort", "check_in_ort"]
