@@ -166,20 +166,21 @@ def _diff(graph: torch.fx.Graph, node: torch.fx.Node) -> bool:
         return False
     parts = [p for p in (args.get("prepend"), x, args.get("append")) if p is not None]
     with graph.inserting_before(node):
-        whole = _call(graph, aten.cat.default, (parts, dim)) if len(parts) > 1 else x
-        later = _call(graph, aten.slice.Tensor, (whole, dim, 1, _END))
-        earlier = _call(graph, aten.slice.Tensor, (whole, dim, 0, -1))
-        result = _call(graph, aten.sub.Tensor, (later, earlier))
-    result.meta.update({k: v for k, v in node.meta.items() if k != "val"})
+        whole = _call(graph, aten.cat.default, (parts, dim), node) if len(parts) > 1 else x
+        later = _call(graph, aten.slice.Tensor, (whole, dim, 1, _END), node)
+        earlier = _call(graph, aten.slice.Tensor, (whole, dim, 0, -1), node)
+        result = _call(graph, aten.sub.Tensor, (later, earlier), node)
     node.replace_all_uses_with(result)
     graph.erase_node(node)
     return True
 
 
-def _call(graph: torch.fx.Graph, target, args: tuple) -> torch.fx.Node:
+def _call(graph: torch.fx.Graph, target, args: tuple, replacing: torch.fx.Node) -> torch.fx.Node:
     """A new node, its ``meta["val"]`` computed on the fake values of its arguments (torch.onnx
-    reads each value's shape and dtype from there)."""
+    reads each value's shape and dtype from there), its other metadata (source line, module
+    stack: the ONNX node's names and the report's source lines) those of the node it replaces."""
     node = graph.call_function(target, args)
+    node.meta.update({k: v for k, v in replacing.meta.items() if k != "val"})
     fake_args = torch.fx.node.map_arg(args, lambda a: a.meta["val"])
     fake_mode = torch._guards.detect_fake_mode(torch.utils._pytree.tree_leaves(fake_args))
     with fake_mode:

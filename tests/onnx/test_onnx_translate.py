@@ -95,6 +95,11 @@ def test_the_rewritten_ops_need_no_decomposition_and_are_right_at_other_sizes(tm
     assert {"aten.relu_.default", "aten.add_.Tensor", "aten.__and__.Tensor", "aten.diff.default",
             "aten.adaptive_avg_pool2d.default"} <= before  # what torch.onnx would decompose is there
     assert translate.ops_to_decompose(program.graph_module, translate.registry(OPSET)) == []
+    # The nodes a rewrite makes carry the source of the node they replace (torch.onnx names the
+    # ONNX nodes from it, and warns per node without it).
+    made = [n for n in program.graph.nodes if n.op == "call_function" and str(n.target) in
+            ("aten.cat.default", "aten.slice.Tensor", "aten.sub.Tensor")]
+    assert made and all(n.meta.get("nn_module_stack") is not None for n in made)
 
     decomposed = []
     from torch.onnx._internal.exporter import _core
