@@ -66,7 +66,7 @@ def bench_one(sample: str, batch: int, seq: int | None, seconds: float, workdir:
         raise RuntimeError(f"accelc did not build its ONNX Runtime backend for {sample}")
     runner = fast.runner
     fp32 = os.path.join(workdir, f"{sample}_fp32.onnx")
-    onnx.save(onnx.load(runner.model_path), fp32)
+    onnx.save(onnx.load(runner.model_file()), fp32)
     systems = {"eager": model, "ort_fp32": ort_callable(fp32, runner.meta["arg_names"], accelc_fusions=True)}
     notes: dict[str, str] = {}
     path = os.path.join(workdir, f"{sample}_fp16.onnx")

@@ -465,7 +465,10 @@ def test_optimize_precision_auto_and_tolerance(built):
     assert [c["precision"] for c in candidates if c["chosen"]] == ["fp32"]
     lower = [c for c in candidates if c["precision"] != "fp32"]
     assert any(c["precision"] == "int8" for c in lower)  # ONNX Runtime's int8 is on every CPU
-    assert all(not c["chosen"] and c["reason"] for c in lower) and any("above the tolerance" in c["reason"] for c in lower)
+    assert all(not c["chosen"] and c["reason"] for c in lower)
+    # bf16 (on CPUs that have it) is measured and found above the tolerance; int8's quantisation
+    # itself refuses to fire above it (its error budget is the tolerance), on every CPU.
+    assert any("above the tolerance" in c["reason"] or "above the budget 1e-09" in c["reason"] for c in lower)
     assert any(line.startswith("precision kept") and "fp32" in line for line in strict.out.splitlines())
     loose = built("mlp", "--no-bench", "--precision", "auto", "--tolerance", "0.2").report
     kept = next(c for c in loose["precision_candidates"] if c["chosen"])

@@ -156,6 +156,30 @@ def test_auto_times_openvino_beside_the_others(mlp):
     assert fast.report["openvino"]["export"] == fast.report["onnx"]["export"]
 
 
+@needs_openvino
+def test_auto_builds_openvino_on_a_thread_beside_onnx_runtime_and_hears_its_failure(mlp, monkeypatch):
+    """OpenVINO's conversion and compilation run on a thread of their own while ONNX Runtime's
+    build runs; what fails there reaches the report as it did on the caller's thread."""
+    from accelc.runtime import openvino as runtime_module
+
+    compiled_on = []
+    real = runtime_module.OpenVinoRuntime.__init__
+    monkeypatch.setattr(runtime_module.OpenVinoRuntime, "__init__",
+                        lambda self, *a, **k: compiled_on.append(threading.current_thread().name) or real(self, *a, **k))
+    model, inputs = mlp
+    fast = accelc.accelerate(model, inputs)
+    assert compiled_on == ["accelc-openvino-build"] and "openvino" in fast.report["backend_choice"]
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("the CPU plugin ran out of memory")
+
+    monkeypatch.setattr(runtime_module.OpenVinoRuntime, "__init__", broken)
+    fast = accelc.accelerate(model, inputs)
+    why = fast.report["auto_left_out"]["openvino"]
+    assert why.startswith("OpenVINO unavailable") and why.endswith("compile_model: the CPU plugin ran out of memory)")
+    assert fast.report["backend"] in ("torch", "onnxruntime")
+
+
 def test_auto_without_openvino_says_how_to_get_it(mlp, monkeypatch):
     from accelc.onnx import to_openvino
 

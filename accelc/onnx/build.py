@@ -146,11 +146,23 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
             checked.append((probe, cpu_values(reference)))
         else:
             skipped += 1
-    model, records, data = optimize_onnx(exported.model, checked, meta, ctx, workdir, passes, on_progress=on_progress)
     path = os.path.join(workdir, MODEL_FILE)
-    data, pending = _write_model(model, path, device, data)
-    runtime = OrtRuntime(path, device, meta, ctx.precision, owned_dir=workdir if owned else None, model_bytes=data,
-                         pending_write=pending)
+    # On the CPU the stage's check runs its result in the runtime that will serve it, which is
+    # then this build's (no second session); on CUDA the check's CPU sessions are not the runtime's.
+    serving = ((lambda data: OrtRuntime(path, device, meta, ctx.precision, model_bytes=data, open_dynamic=True))
+               if device.type == "cpu" else None)
+    stage = optimize_onnx(exported.model, checked, meta, ctx, workdir, passes, on_progress=on_progress,
+                          open_runtime=serving)
+    model, records = stage.model, stage.records
+    data, pending = _write_model(model, path, device, stage.data)
+    if stage.runtime is not None:
+        runtime = stage.runtime
+        runtime.attach_file(pending, workdir if owned else None)
+        if not skipped:  # its answers on every case, in their order: the caller's check compares them
+            runtime.checked_answers = stage.answers
+    else:
+        runtime = OrtRuntime(path, device, meta, ctx.precision, owned_dir=workdir if owned else None, model_bytes=data,
+                             pending_write=pending)
     del data  # the session has its own copy; the writer holds these bytes until the file is whole
     meta["disabled_fusions"] = runtime.providers["disabled_fusions"]  # saved in meta.json for plain-ORT users
     report = {

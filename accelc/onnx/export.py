@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import onnx
 import torch
 import torch.fx
 
+from ..background import Background
 from ..errors import AccelcError
 from ..source import first_line
 from .translate import export_program
@@ -370,21 +370,11 @@ class PendingWrite:
 
     def __init__(self, path: str, data: bytes):
         self.path = path
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(data,), name="accelc-model-write", daemon=True)
-        self._thread.start()
-
-    def _run(self, data: bytes) -> None:
-        try:
-            write_file(self.path, data)
-        except BaseException as exc:  # raised to whoever waits for the file
-            self._error = exc
+        self._write = Background(lambda: write_file(path, data), "accelc-model-write")
 
     def wait(self) -> str:
         """The path, once the file is whole; raises what the write raised."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        self._write.result()
         return self.path
 
 

@@ -14,7 +14,9 @@ into the graph, is rolled back.
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -24,9 +26,13 @@ import torch
 from ..pass_base import Pass, PassContext
 from ..pass_manager import FIRED, PassManager, PassRecord
 from ..stages import ONNX
-from ..verify import Comparison, compare_outputs, shapes_of, tolerance_for_precision, worst_of
+from torch.utils import _pytree as pytree
+
+from ..verify import Comparison, compare_outputs, run_detached, shapes_of, tolerance_for_precision, worst_of
 from .export import save_with_external_data, serialized
 from .session import disabled_fusions, session_options
+
+log = logging.getLogger(__name__)
 
 
 def run_all_in_ort(model: onnx.ModelProto | bytes, input_sets: list[tuple], arg_names: list[str],
@@ -68,9 +74,15 @@ def check_in_ort(model: onnx.ModelProto | bytes, cases: list[tuple[tuple, list]]
                  tolerance_of) -> Comparison:
     """``model`` against the reference outputs of every (inputs, reference) case; the first
     failure names the input shapes it happened at, else the worst error over all cases."""
-    outputs = run_all_in_ort(model, [inputs for inputs, _ in cases], arg_names, workdir)
+    return worst_comparison(cases, run_all_in_ort(model, [inputs for inputs, _ in cases], arg_names, workdir),
+                            tolerance_of)
+
+
+def worst_comparison(cases: list[tuple[tuple, list]], answers: list, tolerance_of) -> Comparison:
+    """``answers`` against the reference of each (inputs, reference) case: the first failure,
+    naming the input shapes it happened at, else the worst error over all cases."""
     worst = Comparison(True, 0.0, 0.0)
-    for (inputs, reference), got in zip(cases, outputs):
+    for (inputs, reference), got in zip(cases, answers):
         check = compare_outputs(got, reference, tolerance_of)
         if not check.ok:
             check.message = f"at input shapes {shapes_of(inputs)}: {check.message}"
@@ -80,55 +92,98 @@ def check_in_ort(model: onnx.ModelProto | bytes, cases: list[tuple[tuple, list]]
 
 
 class OrtVerifier:
-    """The pass manager's verifier for ONNX models: a candidate is run in a CPU ORT session on
-    every (inputs, reference outputs) case and compared with the references.
+    """The pass manager's verifier for ONNX models: a candidate is run in ORT on every (inputs,
+    reference outputs) case and compared with the references.
+
+    With ``open_runtime`` (bytes → the runtime that would serve them: ORT's full optimisation,
+    its sessions pinned and dynamic), a candidate is first run by that very runtime: when it
+    passes, the runtime is the stage's (:attr:`served`), with its answers on the cases, and no
+    second session is opened for it (GPT-2: the check's session, 2-2.5 s). When it fails, or
+    without ``open_runtime`` (CUDA: the runtime's sessions are not the CPU's), the candidate is
+    judged by itself, in a CPU session at ORT's basic level (:func:`check_in_ort`): the first
+    failure may be ORT's own fusions, not a pass, and the bisection that follows finds the pass
+    to blame at that level. From then on every candidate is judged so.
 
     The references stay the caller's (eager's answers, or the graph module's) for the whole
     stage: each pass is judged against them, not against the model before it, so the errors of
     successive passes cannot add up unseen. Hence :meth:`accept` keeps nothing.
     """
 
-    def __init__(self, cases: list[tuple[tuple, list]], arg_names: list[str], workdir: str, tolerance_of):
+    def __init__(self, cases: list[tuple[tuple, list]], arg_names: list[str], workdir: str, tolerance_of,
+                 open_runtime=None):
         self.cases = cases
         self.arg_names = arg_names
         self.workdir = workdir
         self.tolerance_of = tolerance_of
+        self.open_runtime = open_runtime
         self.passed: tuple[ir.Model, bytes] | None = None
+        self.served: tuple[ir.Model, object, list] | None = None  # (model, its runtime, its answers)
 
     def check(self, model: ir.Model) -> tuple[Comparison, None]:
         proto = without_unused_initializers(ir.serde.serialize_model(model))
         data = serialized(proto)  # None past 2 GB: check_in_ort then writes external data
-        comparison = check_in_ort(proto if data is None else data, self.cases, self.arg_names, self.workdir,
-                                  self.tolerance_of)
+        self.served = None
+        comparison = self._check_served(model, data) if self.open_runtime is not None and data is not None else None
+        if comparison is None or not comparison.ok:
+            self.open_runtime = None
+            comparison = check_in_ort(proto if data is None else data, self.cases, self.arg_names, self.workdir,
+                                      self.tolerance_of)
         # The bytes of a model that passed are what model.onnx will be when it is the stage's
         # result: serialising BERT-base again cost a second.
         self.passed = (model, data) if comparison.ok and data is not None else None
         return comparison, None
+
+    def _check_served(self, model: ir.Model, data: bytes) -> Comparison | None:
+        """``model`` run by the runtime that would serve it, on every case; None when that
+        runtime cannot be opened or raises."""
+        try:
+            runtime = self.open_runtime(data)
+            answers = [pytree.tree_leaves(run_detached(runtime, inputs)) for inputs, _ in self.cases]
+        except Exception:  # judged at the basic level instead, which says what fails
+            log.debug("the onnx stage's candidate failed in the serving runtime", exc_info=True)
+            return None
+        comparison = worst_comparison(self.cases, answers, self.tolerance_of)
+        if comparison.ok:
+            self.served = (model, runtime, answers)
+        return comparison
 
     def accept(self, outputs) -> None:
         pass
 
 
 def optimize_onnx(model: onnx.ModelProto, cases: list[tuple[tuple, list]], meta: dict, ctx: PassContext, workdir: str,
-                  passes: list[Pass], on_progress=None) -> tuple[onnx.ModelProto, list[PassRecord], bytes | None]:
-    """Run ``passes`` (ONNX passes, in order) on ``model``; returns the model, one record per pass,
-    and the model serialised (unused initializers dropped) when the stage's check made those
-    bytes already, else None.
+                  passes: list[Pass], on_progress=None, open_runtime=None) -> "StageResult":
+    """Run ``passes`` (ONNX passes, in order) on ``model``; returns the :class:`StageResult`.
 
     ``cases`` are (inputs, flat reference outputs) pairs: the example first, then inputs at other
     sizes for a model with dynamic ones; ``meta["arg_names"]`` maps the model's inputs to
     positions in them. The stage's result is kept only if ORT matches every reference at the
     tolerance of ``ctx.precision``; else the first wrong pass is found and rolled back. What
-    the passes refuse goes to ``ctx.refusals`` (stage "onnx").
+    the passes refuse goes to ``ctx.refusals`` (stage "onnx"). ``open_runtime`` (bytes → the
+    runtime that serves them) lets the check run the result in the runtime that will serve it
+    (:class:`OrtVerifier`).
     """
-    verifier = OrtVerifier(cases, meta["arg_names"], workdir, tolerance_for_precision(ctx.precision))
+    verifier = OrtVerifier(cases, meta["arg_names"], workdir, tolerance_for_precision(ctx.precision), open_runtime)
     manager = PassManager(passes, on_progress=on_progress, stage=ONNX, ir="onnx", verifier=verifier)
     result, records = manager.run(ir.serde.deserialize_model(model), ctx)
     if not any(r.status == FIRED for r in records):
-        return model, records, None  # the export as it came, not a round trip of it
+        return StageResult(model, records)  # the export as it came, not a round trip of it
     data = verifier.passed[1] if verifier.passed is not None and verifier.passed[0] is result else None
-    verifier.passed = None
-    return without_unused_initializers(ir.serde.serialize_model(result)), records, data
+    served = verifier.served if verifier.served is not None and verifier.served[0] is result else (None, None, None)
+    return StageResult(without_unused_initializers(ir.serde.serialize_model(result)), records, data, *served[1:])
+
+
+@dataclass
+class StageResult:
+    """What the onnx stage hands the build: the model, one record per pass, the model serialised
+    (unused initializers dropped) when the stage's check made those bytes already, and the
+    runtime that ran the check, with its answers on the cases, when it was the serving one."""
+
+    model: onnx.ModelProto
+    records: list[PassRecord]
+    data: bytes | None = None
+    runtime: object | None = None
+    answers: list | None = None
 
 
 def without_unused_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -150,4 +205,4 @@ def _all_nodes(graph: onnx.GraphProto):
                 yield from _all_nodes(sub)
 
 
-__all__ = ["without_unused_initializers", "optimize_onnx", "OrtVerifier", "run_in_ort", "run_all_in_ort", "check_in_ort"]
+__all__ = ["without_unused_initializers", "optimize_onnx", "StageResult", "OrtVerifier", "worst_comparison", "run_in_ort", "run_all_in_ort", "check_in_ort"]

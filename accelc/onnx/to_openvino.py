@@ -33,6 +33,7 @@ import torch
 import torch.fx
 from torch.utils import _pytree as pytree
 
+from ..background import Background
 from ..runtime.openvino import MODEL_XML, OpenVinoRuntime, openvino_reason, shared_core
 from .build import cpu_values, export_for_runtimes, on_cpu, runtime_meta
 from .export import OnnxExport, save_with_external_data, serialized
@@ -51,6 +52,19 @@ def build_openvino_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, prec
     outputs on the example, when the caller has them (else ``gm`` runs once here). The runtime is not checked here:
     the caller checks it against eager, as it checks every runtime. It owns its temporary folder
     (the IR); ``runtime.close()`` removes it now."""
+    return start_openvino_build(gm, example_inputs, precision, dynamic_shapes=dynamic_shapes, exported=exported,
+                                reference=reference, threads=threads, background=False).result()
+
+
+def start_openvino_build(gm: torch.fx.GraphModule, example_inputs: tuple, precision: str, *, dynamic_shapes=None,
+                         exported: OnnxExport | None = None, reference: list | None = None,
+                         threads: int | None = None, background: bool = True) -> Background:
+    """:func:`build_openvino_runtime` as a :class:`accelc.background.Background` whose result is
+    (runtime, section), with OpenVINO's own work (reading the ONNX model, writing
+    the IR, compiling it: C++ that releases the GIL) on a thread when ``background``, so that the
+    caller can build ONNX Runtime meanwhile (GPT-2: 4-5 s of OpenVINO's work under the onnx
+    stage's Python passes). Everything that touches Python state shared with the caller (the
+    export, the serialised bytes, the thread count, stdout) is done here, before the thread starts."""
     import openvino as ov
 
     start = time.perf_counter()
@@ -64,55 +78,62 @@ def build_openvino_runtime(gm: torch.fx.GraphModule, example_inputs: tuple, prec
         with torch.inference_mode():
             reference = pytree.tree_leaves(gm(*inputs))
     meta = runtime_meta(gm, exported, inputs, reference, precision)
+    # torch's thread count is read here: a new thread's OpenMP default is every core.
+    threads = int(threads or torch.get_num_threads())
+    data = serialized(exported.model)  # None past protobuf's 2 GB: converted from a file, not on a thread
     workdir = tempfile.mkdtemp(prefix="accelc-openvino-")
-    try:
-        convert_start = time.perf_counter()
-        with _quiet():
+
+    def work() -> tuple[OpenVinoRuntime, dict]:
+        try:
+            convert_start = time.perf_counter()
             try:
-                ov_model = _read_onnx(exported.model, workdir)
+                ov_model = _read_onnx(exported.model, data, workdir)
                 ov.save_model(ov_model, os.path.join(workdir, MODEL_XML), compress_to_fp16=False)
             except Exception as exc:
                 raise OpenVinoBuildError(f"convert_model: {openvino_reason(exc)}") from exc
-        # Compiled from the IR just written, not from ov_model: the CPU plugin maps the IR's
-        # weights where it copies an in-memory model's (BERT-base: 0.45 s against 1.46 s, more
-        # than writing the IR on a thread would save).
-        del ov_model
-        convert_s = time.perf_counter() - convert_start
-        compile_start = time.perf_counter()
-        try:
-            runtime = OpenVinoRuntime(os.path.join(workdir, MODEL_XML), meta, threads=threads, owned_dir=workdir)
-        except Exception as exc:
-            raise OpenVinoBuildError(f"compile_model: {openvino_reason(exc)}") from exc
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    section = {
-        "route": "ONNX export -> OpenVINO ONNX frontend (read_model) -> CPU plugin",
-        "export": exported.as_dict(),
-        "settings": runtime.settings,
-        "convert_s": round(convert_s, 3),
-        "compile_s": round(time.perf_counter() - compile_start, 3),
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    if precision == "bf16" and runtime.inference_precision != "bf16":
-        section["note"] = (f"this CPU has no native bf16 (AVX512_BF16 or AMX): OpenVINO runs "
-                           f"{runtime.inference_precision}")
-    return runtime, section
+            # Compiled from the IR just written, not from ov_model: the CPU plugin maps the IR's
+            # weights where it copies an in-memory model's (BERT-base: 0.45 s against 1.46 s, more
+            # than writing the IR on a thread would save).
+            del ov_model
+            convert_s = time.perf_counter() - convert_start
+            compile_start = time.perf_counter()
+            try:
+                runtime = OpenVinoRuntime(os.path.join(workdir, MODEL_XML), meta, threads=threads, owned_dir=workdir)
+            except Exception as exc:
+                raise OpenVinoBuildError(f"compile_model: {openvino_reason(exc)}") from exc
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        section = {
+            "route": "ONNX export -> OpenVINO ONNX frontend (read_model) -> CPU plugin",
+            "export": exported.as_dict(),
+            "settings": runtime.settings,
+            "convert_s": round(convert_s, 3),
+            "compile_s": round(time.perf_counter() - compile_start, 3),
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        if precision == "bf16" and runtime.inference_precision != "bf16":
+            section["note"] = (f"this CPU has no native bf16 (AVX512_BF16 or AMX): OpenVINO runs "
+                               f"{runtime.inference_precision}")
+        return runtime, section
+
+    return Background(work, "accelc-openvino-build", on_thread=background and data is not None)
 
 
-def _read_onnx(model, workdir: str):
-    """The ONNX model as an ``openvino.Model``, read from memory (what ``convert_model`` does
-    with a file, without writing BERT-base's 440 MB first); past protobuf's 2 GB limit from a
-    file with its weights beside it, which is then removed (the IR is what stays)."""
+def _read_onnx(model, data: bytes | None, workdir: str):
+    """The ONNX model as an ``openvino.Model``, read from memory (``data``: ``model`` serialised;
+    what ``convert_model`` does with a file, without writing BERT-base's 440 MB first); past
+    protobuf's 2 GB limit (``data`` None) from a file with its weights beside it, which is then
+    removed (the IR is what stays)."""
     import openvino as ov
 
-    data = serialized(model)
     if data is not None:
         return shared_core().read_model(data, b"")
     path = os.path.join(workdir, "exported.onnx")
     save_with_external_data(model, path)
     try:
-        return ov.convert_model(path)
+        with _quiet():  # the Python frontend prints and warns per op
+            return ov.convert_model(path)
     finally:
         for name in os.listdir(workdir):
             if name.startswith("exported.onnx"):
@@ -136,11 +157,12 @@ def openvino_available() -> str | None:
 
 @contextlib.contextmanager
 def _quiet():
-    """OpenVINO's frontends print and warn per op while converting; the report keeps the outcome."""
+    """OpenVINO's Python frontend prints and warns per op while converting; the report keeps the
+    outcome. (Process-wide: used only where no other thread runs, see :func:`_read_onnx`.)"""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
 
 
-__all__ = ["build_openvino_runtime", "openvino_available", "OpenVinoBuildError"]
+__all__ = ["build_openvino_runtime", "start_openvino_build", "openvino_available", "OpenVinoBuildError"]

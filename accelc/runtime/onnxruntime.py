@@ -24,6 +24,7 @@ import torch
 import torch.utils.dlpack
 from torch.utils import _pytree as pytree
 
+from ..background import Background
 from ..errors import ArtifactError
 from ..onnx.session import open_session
 from .arrays import to_numpy
@@ -52,9 +53,13 @@ class OrtRuntime(torch.nn.Module):
 
     def __init__(self, model_path: str, device: torch.device, meta: dict, precision: str = "fp32",
                  threads: int | None = None, owned_dir: str | None = None, model_bytes: bytes | None = None,
-                 pending_write=None):
+                 pending_write=None, open_dynamic: bool = False):
         """``model_bytes``: the model at ``model_path``, serialised, for the session to open from
-        while ``pending_write`` (an :class:`accelc.onnx.export.PendingWrite`) still writes the file."""
+        while ``pending_write`` (an :class:`accelc.onnx.export.PendingWrite`) still writes the
+        file, or before it is written (:meth:`attach_file`). ``open_dynamic``: open the session
+        for other sizes now too, from ``model_bytes``, beside the pinned one, for a caller that
+        calls at other sizes at once (the onnx stage's check): the two opens are ORT's own work,
+        which releases the GIL, so they overlap (GPT-2: 1.5-2 s)."""
         super().__init__()
         self.model_path = model_path
         self._pending_write = pending_write
@@ -73,8 +78,18 @@ class OrtRuntime(torch.nn.Module):
         # BERT); a call at other sizes runs on a second, dynamic session, opened at its first use.
         self.pinned_dims = pinned_dims(meta) if self.device.type == "cpu" else {}
         source = model_bytes if model_bytes is not None else self.model_file()
+        self._dynamic_session = None
+        self._dynamic_run = None
+        self._dynamic_lock = threading.Lock()
+        beside = None
+        if open_dynamic and model_bytes is not None and self.pinned_dims:
+            beside = Background(lambda: open_session(model_bytes, self.device, folder, precision, threads=threads)[0],
+                                "accelc-ort-open")
         self.session, self.providers = open_session(source, self.device, folder, precision, self.cuda_graph, threads,
                                                     self.pinned_dims)
+        if beside is not None:
+            self._dynamic_session = beside.result()
+            self._dynamic_run = _fast_run(self._dynamic_session)
         self.providers["pinned_dims"] = dict(self.pinned_dims)
         self.cuda_graph = self.providers.get("cuda_graph", False)
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -88,10 +103,10 @@ class OrtRuntime(torch.nn.Module):
         self._run = _fast_run(self.session)
         self._pinned_shapes = ([tuple(meta["example_shapes"][n]) for n in self.input_names] if self.pinned_dims
                                else None)
-        self._dynamic_session = None
-        self._dynamic_run = None
-        self._dynamic_lock = threading.Lock()
         self._single_output = self.out_spec is not None and self.out_spec.is_leaf()
+        # The build's answers on the cases its onnx stage was checked on, when this runtime ran
+        # that check (accelc.onnx.optimize.OrtVerifier): the caller compares them, not a rerun.
+        self.checked_answers: list | None = None
         self._graph_buffers: tuple[list, list] | None = None
         # A static model's outputs have the example's shapes; with any dynamic size ORT allocates
         # each output at the size the call needs (None).
@@ -127,6 +142,13 @@ class OrtRuntime(torch.nn.Module):
                                                         threads=self.threads)
                 self._dynamic_run = _fast_run(self._dynamic_session)
             return self._dynamic_run
+
+    def attach_file(self, pending_write, owned_dir: str | None = None) -> None:
+        """The model file, being written by ``pending_write``, for a runtime opened from bytes
+        before it was written; ``owned_dir`` (its folder) is then the runtime's to remove."""
+        self._pending_write = pending_write
+        if owned_dir:
+            self._owned = weakref.finalize(self, shutil.rmtree, owned_dir, ignore_errors=True)
 
     def model_file(self) -> str:
         """model.onnx's path, once the file is whole (the build writes it while the session opens)."""

@@ -70,8 +70,9 @@ def test_optimize_onnx_runs_the_stage_on_the_pass_manager(export_root, tmp_path)
     ctx = PassContext()
     passes = [Explode(), NegateTheOutput(), RefuseTheFirstNode(), IdentityOnTheOutput()]
     progress = []
-    model, records, _ = optimize_onnx(exported_dynamic("mlp", export_root).model, cases, meta, ctx, str(tmp_path), passes,
-                                   on_progress=progress.append)
+    stage = optimize_onnx(exported_dynamic("mlp", export_root).model, cases, meta, ctx, str(tmp_path), passes,
+                          on_progress=progress.append)
+    model, records = stage.model, stage.records
     assert all(isinstance(r, PassRecord) and r.status in STATUSES and r.stage == "onnx" for r in records)
     assert [(r.name, r.status) for r in records] == [
         ("explode", FAILED), ("negate_the_output", ROLLED_BACK), ("refuse_the_first_node", UNCHANGED),
@@ -90,8 +91,9 @@ def test_no_pass_fires_and_the_export_comes_back_as_it_was(export_root, tmp_path
     _, inputs, _, gm = captured_dynamic("mlp")
     export = exported_dynamic("mlp", export_root).model
     meta = {"arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"]}
-    model, records, _ = optimize_onnx(export, [(inputs, eager_outputs("mlp", inputs))], meta, PassContext(), str(tmp_path),
-                                   [RefuseTheFirstNode()])
+    stage = optimize_onnx(export, [(inputs, eager_outputs("mlp", inputs))], meta, PassContext(), str(tmp_path),
+                          [RefuseTheFirstNode()])
+    model, records = stage.model, stage.records
     assert model is export and [r.status for r in records] == [UNCHANGED]
 
 
@@ -131,11 +133,12 @@ def test_a_stage_of_right_passes_is_checked_in_one_session(export_root, tmp_path
     cases = [(x, eager_outputs("mlp", x)) for x in (inputs, inputs_at("mlp", (3,)))]
     meta = {"arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"]}
     export = exported_dynamic("mlp", export_root).model
-    _, records, _ = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path), [IdentityOnTheOutput(), IdentityAgain()])
+    records = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path), [IdentityOnTheOutput(), IdentityAgain()]).records
     assert [r.status for r in records] == [FIRED, FIRED] and len(sessions) == 1
     sessions.clear()
-    model, records, _ = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path),
-                                   [IdentityOnTheOutput(), NegateTheOutput(), IdentityAgain()])
+    stage = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path),
+                          [IdentityOnTheOutput(), NegateTheOutput(), IdentityAgain()])
+    model, records = stage.model, stage.records
     assert [r.status for r in records] == [FIRED, ROLLED_BACK, FIRED], records
     assert [o.name for o in model.graph.output] == ["identity_again_output"]
     assert len(sessions) <= 4  # the stage, two bisection steps, the redone pass
@@ -174,7 +177,8 @@ def test_copies_share_weights_and_no_pass_writes_into_one(export_root, tmp_path)
     meta = {"arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"]}
     export = exported_dynamic("mlp", export_root).model
     for passes in ([ScaleTheFirstWeightInPlace()], [ReplaceTheFirstWeight(), ScaleTheFirstWeightInPlace()]):
-        model, records, _ = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path), passes)
+        stage = optimize_onnx(export, cases, meta, PassContext(), str(tmp_path), passes)
+        model, records = stage.model, stage.records
         assert records[-1].status == FAILED and "read-only" in records[-1].reason, records[-1]
         assert all(r.status == FIRED for r in records[:-1]), records
         outputs = run_all_in_ort(model, [x for x, _ in cases], meta["arg_names"], str(tmp_path))

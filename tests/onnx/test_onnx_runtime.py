@@ -81,7 +81,7 @@ def test_cpu_pipeline_keeps_gemms_whole_and_layer_norm_unfused():
 
     model, inputs, gm = captured("bert")
     runtime, report = build(gm, inputs, "cpu")
-    ops = op_counts(onnx.load(runtime.model_path))
+    ops = op_counts(onnx.load(runtime.model_file()))
     # each MultiHeadAttention sits in drop_padded_keys' If: unmasked on the kept keys, or as it was
     assert ops.get("If") == 2 and "MultiHeadAttention" not in ops and "Attention" not in ops
     assert not {"SkipLayerNormalization", "BiasGelu"} & set(ops)
@@ -314,8 +314,8 @@ def test_the_session_opens_while_model_onnx_is_still_being_written(tmp_path, mon
     from accelc.onnx import export
 
     release = threading.Event()
-    real_run = export.PendingWrite._run
-    monkeypatch.setattr(export.PendingWrite, "_run", lambda self, data: release.wait(30) and real_run(self, data))
+    real_write = export.write_file
+    monkeypatch.setattr(export, "write_file", lambda path, data: release.wait(30) and real_write(path, data))
     model, inputs, gm = captured("mlp")
     runtime, _ = build(gm, inputs, "cpu")
     assert not os.path.exists(runtime.model_path)  # not written yet: the session did not need it
