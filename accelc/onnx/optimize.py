@@ -116,7 +116,7 @@ class OrtVerifier:
         self.workdir = workdir
         self.tolerance_of = tolerance_of
         self.open_runtime = open_runtime
-        self.passed: tuple[ir.Model, bytes] | None = None
+        self.passed: tuple[ir.Model, onnx.ModelProto, bytes] | None = None  # the last that passed, as proto and bytes
         self.served: tuple[ir.Model, object, list] | None = None  # (model, its runtime, its answers)
 
     def check(self, model: ir.Model) -> tuple[Comparison, None]:
@@ -128,9 +128,9 @@ class OrtVerifier:
             self.open_runtime = None
             comparison = check_in_ort(proto if data is None else data, self.cases, self.arg_names, self.workdir,
                                       self.tolerance_of)
-        # The bytes of a model that passed are what model.onnx will be when it is the stage's
-        # result: serialising BERT-base again cost a second.
-        self.passed = (model, data) if comparison.ok and data is not None else None
+        # A model that passed is, as proto and bytes, what model.onnx will be when it is the
+        # stage's result: serialising GPT-2 again cost 1-2 s.
+        self.passed = (model, proto, data) if comparison.ok and data is not None else None
         return comparison, None
 
     def _check_served(self, model: ir.Model, data: bytes) -> Comparison | None:
@@ -168,9 +168,10 @@ def optimize_onnx(model: onnx.ModelProto, cases: list[tuple[tuple, list]], meta:
     result, records = manager.run(ir.serde.deserialize_model(model), ctx)
     if not any(r.status == FIRED for r in records):
         return StageResult(model, records)  # the export as it came, not a round trip of it
-    data = verifier.passed[1] if verifier.passed is not None and verifier.passed[0] is result else None
     served = verifier.served if verifier.served is not None and verifier.served[0] is result else (None, None, None)
-    return StageResult(without_unused_initializers(ir.serde.serialize_model(result)), records, data, *served[1:])
+    if verifier.passed is not None and verifier.passed[0] is result:
+        return StageResult(verifier.passed[1], records, verifier.passed[2], *served[1:])
+    return StageResult(without_unused_initializers(ir.serde.serialize_model(result)), records, None, *served[1:])
 
 
 @dataclass
