@@ -1,8 +1,10 @@
 """The onnx stage: the ONNX passes on an exported model, checked in ONNX Runtime.
 
     ONNX model ─► PassManager (ir "onnx", stage "onnx"): each pass on a copy (tensors shared) →
-                  OrtVerifier, once for the stage: ORT (CPU) on every input set, same answers
-                  as the references? keep : bisect to the first wrong pass, roll it back, say why
+                  OrtVerifier, once for the stage: the runtime that will serve the result (CPU)
+                  on every input set, same answers as the references? keep, and that runtime is
+                  the build's : judged by itself at ORT's basic level, bisect to the first wrong
+                  pass, roll it back, say why
 
 The same :class:`accelc.pass_manager.PassManager` as the fx stages, so a pass that raises is
 failed, one that changes the outputs is rolled back, and the records, statuses and refusals

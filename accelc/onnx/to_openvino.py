@@ -63,8 +63,9 @@ def start_openvino_build(gm: torch.fx.GraphModule, example_inputs: tuple, precis
     (runtime, section), with OpenVINO's own work (reading the ONNX model, writing
     the IR, compiling it: C++ that releases the GIL) on a thread when ``background``, so that the
     caller can build ONNX Runtime meanwhile (GPT-2: 4-5 s of OpenVINO's work under the onnx
-    stage's Python passes). Everything that touches Python state shared with the caller (the
-    export, the serialised bytes, the thread count, stdout) is done here, before the thread starts."""
+    stage's Python passes). What reads the caller's state (the export, its serialised bytes, the
+    thread count) is done here, before the thread starts; the thread touches no stdout or warning
+    filter of the process's."""
     import openvino as ov
 
     start = time.perf_counter()
@@ -78,7 +79,6 @@ def start_openvino_build(gm: torch.fx.GraphModule, example_inputs: tuple, precis
         with torch.inference_mode():
             reference = pytree.tree_leaves(gm(*inputs))
     meta = runtime_meta(gm, exported, inputs, reference, precision)
-    # torch's thread count is read here: a new thread's OpenMP default is every core.
     threads = int(threads or torch.get_num_threads())
     data = serialized(exported.model)  # None past protobuf's 2 GB: converted from a file, not on a thread
     workdir = tempfile.mkdtemp(prefix="accelc-openvino-")
