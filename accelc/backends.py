@@ -291,7 +291,7 @@ def _onnxruntime(gm, inputs, device, ctx: PassContext, stage_pass: dict, signatu
         with build_phase(report, "runtime checks"):
             # The runtime ran the onnx stage's check on these very sets (build_onnx_runtime's
             # cases): its answers there are compared, not computed again.
-            answers = getattr(ort_runtime, "checked_answers", None)
+            answers = ort_runtime.take_checked_answers() if hasattr(ort_runtime, "take_checked_answers") else None
             comparison = quick.compare(answers) if answers is not None else quick.check(ort_runtime)[0]
     except Exception as exc:  # export or session failure: keep the PyTorch runtime, say why
         log.debug("ONNX Runtime backend failed", exc_info=True)
@@ -325,6 +325,7 @@ def _openvino(pending, checker: "Verifier", report: dict, progress):
     """The OpenVINO build ``pending`` (from :func:`_start_openvino`), checked against eager on the
     quick sets (:func:`check_the_rest` does the others); returns (runtime, None), or (None, why)
     when it could not be built or disagrees."""
+    quick = quick_check(checker)
     try:
         if isinstance(pending, Exception):
             raise pending
@@ -333,12 +334,12 @@ def _openvino(pending, checker: "Verifier", report: dict, progress):
         report["openvino"] = section
         progress("checking OpenVINO against eager")
         with build_phase(report, "runtime checks"):
-            comparison, _ = quick_check(checker).check(runtime)
+            comparison, _ = quick.check(runtime)
     except Exception as exc:
         log.debug("OpenVINO backend failed", exc_info=True)
         report.setdefault("openvino", {})["failure"] = first_line(exc)
         return None, f"OpenVINO unavailable ({first_line(exc)})"
-    report["openvino"]["verification"] = comparison.as_dict() | {"inputs_checked": len(quick_check(checker).inputs)}
+    report["openvino"]["verification"] = comparison.as_dict() | {"inputs_checked": len(quick.inputs)}
     if not comparison.ok:
         return None, f"OpenVINO disagrees with eager ({comparison.message})"
     return runtime, None

@@ -143,6 +143,12 @@ class OrtRuntime(torch.nn.Module):
                 self._dynamic_run = _fast_run(self._dynamic_session)
             return self._dynamic_run
 
+    def take_checked_answers(self) -> list | None:
+        """:attr:`checked_answers`, handed over once: the runtime holds no outputs after (GPT-2's
+        logits at the quick sets are tens of MB)."""
+        answers, self.checked_answers = self.checked_answers, None
+        return answers
+
     def attach_file(self, pending_write, owned_dir: str | None = None) -> None:
         """The model file, being written by ``pending_write``, for a runtime opened from bytes
         before it was written; ``owned_dir`` (its folder) is then the runtime's to remove."""

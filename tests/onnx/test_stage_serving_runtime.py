@@ -49,8 +49,9 @@ def test_the_build_opens_only_the_serving_sessions_and_hands_over_their_answers(
     assert [r["status"] for r in report["onnx_passes"]] == [FIRED]
     assert opened == [ALL, ALL]  # pinned to the example, and for other sizes: no check session beside them
     assert runtime._dynamic_run is not None  # opened with the pinned one, not at the first call
-    assert len(runtime.checked_answers) == 1 + len(probes)
-    for x, answers in zip([inputs, *probes], runtime.checked_answers):
+    checked = runtime.take_checked_answers()
+    assert len(checked) == 1 + len(probes) and runtime.take_checked_answers() is None  # handed over once
+    for x, answers in zip([inputs, *probes], checked):
         with torch.inference_mode():
             assert compare_outputs(answers, runtime(*x)).ok
             assert compare_outputs(answers, eager_outputs("mlp", x)).ok
