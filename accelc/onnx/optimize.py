@@ -25,12 +25,12 @@ import onnx
 import onnx_ir as ir
 import torch
 
+from torch.utils import _pytree as pytree
+
 from ..pass_base import Pass, PassContext
 from ..pass_manager import FIRED, PassManager, PassRecord
 from ..stages import ONNX
-from torch.utils import _pytree as pytree
-
-from ..verify import Comparison, compare_outputs, run_detached, shapes_of, tolerance_for_precision, worst_of
+from ..verify import Comparison, Verifier, run_detached, tolerance_for_precision
 from .export import save_with_external_data, serialized
 from .session import disabled_fusions, session_options
 
@@ -76,21 +76,15 @@ def check_in_ort(model: onnx.ModelProto | bytes, cases: list[tuple[tuple, list]]
                  tolerance_of) -> Comparison:
     """``model`` against the reference outputs of every (inputs, reference) case; the first
     failure names the input shapes it happened at, else the worst error over all cases."""
-    return worst_comparison(cases, run_all_in_ort(model, [inputs for inputs, _ in cases], arg_names, workdir),
-                            tolerance_of)
+    return _against(cases, tolerance_of).compare(run_all_in_ort(model, [inputs for inputs, _ in cases], arg_names,
+                                                                  workdir))
 
 
-def worst_comparison(cases: list[tuple[tuple, list]], answers: list, tolerance_of) -> Comparison:
-    """``answers`` against the reference of each (inputs, reference) case: the first failure,
-    naming the input shapes it happened at, else the worst error over all cases."""
-    worst = Comparison(True, 0.0, 0.0)
-    for (inputs, reference), got in zip(cases, answers):
-        check = compare_outputs(got, reference, tolerance_of)
-        if not check.ok:
-            check.message = f"at input shapes {shapes_of(inputs)}: {check.message}"
-            return check
-        worst = worst_of(worst, check)
-    return worst
+def _against(cases: list[tuple[tuple, list]], tolerance_of) -> Verifier:
+    """The cases' references as a :class:`accelc.verify.Verifier` at ``tolerance_of``."""
+    verifier = Verifier([inputs for inputs, _ in cases], [reference for _, reference in cases])
+    verifier.tolerance_of = tolerance_of
+    return verifier
 
 
 class OrtVerifier:
@@ -144,7 +138,7 @@ class OrtVerifier:
         except Exception:  # judged at the basic level instead, which says what fails
             log.debug("the onnx stage's candidate failed in the serving runtime", exc_info=True)
             return None
-        comparison = worst_comparison(self.cases, answers, self.tolerance_of)
+        comparison = _against(self.cases, self.tolerance_of).compare(answers)
         if comparison.ok:
             self.served = (model, runtime, answers)
         return comparison
@@ -208,4 +202,5 @@ def _all_nodes(graph: onnx.GraphProto):
                 yield from _all_nodes(sub)
 
 
-__all__ = ["without_unused_initializers", "optimize_onnx", "StageResult", "OrtVerifier", "worst_comparison", "run_in_ort", "run_all_in_ort", "check_in_ort"]
+__all__ = ["without_unused_initializers", "optimize_onnx", "StageResult", "OrtVerifier", "run_in_ort", "run_all_in_ort",
+           "check_in_ort"]
