@@ -66,24 +66,37 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     the large inputs are (the next in rank when it fails there): the candidates that lose the
     timing are not run on inputs up to eight times the example's for nothing.
     """
-    with build_phase(report, "lowering stage"):
-        lowered, records = lower(gm, device, inputs, stage_pass[LOWERING], signature, progress, ctx.refusals,
-                                 reference=lowering_reference)
-    report["runtime_lowering"] = [r.as_dict() for r in records]
-    torch_runtime = TorchRuntime(lowered, device, inputs)
     report["backend"] = "torch"
-    # The PyTorch runtime's check on the quick sets is the graph's own (the final check) and its
-    # lowering's; the other sets are checked on it, as on every runtime, only if it is kept.
-    built, sections = {"torch": torch_runtime}, {"torch": report}
+    built, sections = {}, {}
+
+    def build_torch() -> None:
+        """The lowering stage and the PyTorch runtime on its output, once, when first needed: a
+        rebuild that remembers another runtime never builds it (3 s of GPT-2's)."""
+        if "torch" in built:
+            return
+        with build_phase(report, "lowering stage"):
+            lowered, records = lower(gm, device, inputs, stage_pass[LOWERING], signature, progress, ctx.refusals,
+                                     reference=lowering_reference)
+            report["runtime_lowering"] = [r.as_dict() for r in records]
+            # The PyTorch runtime's check on the quick sets is the graph's own (the final check) and
+            # its lowering's; the other sets are checked on it, as on every runtime, only if it is kept.
+            built["torch"], sections["torch"] = TorchRuntime(lowered, device, inputs), report
+
     precision = report["precision"]
     fp32_gm = gm if fp32_gm is None else fp32_gm
     candidates = [] if backend == "torch" else [backend] if backend != "auto" else auto_candidates(device, precision, report)
     held = exports if exports is not None else {}
     share = fp32_gm is gm and ({"onnxruntime", "openvino"} <= set(candidates) or exports is not None)
 
-    def build(names: list[str]) -> None:
-        _build_candidates(names, gm, fp32_gm, inputs, backend, device, ctx, stage_pass, signature, checker, report,
-                          progress, held, share, built, sections)
+    def build(names: list[str], torch_too: bool = True) -> None:
+        # OpenVINO's conversion and compilation (C++, on a thread) start first; the lowering stage
+        # (Python) then runs beside them, and ONNX Runtime's build after it.
+        pending = _start_candidates(names, gm, fp32_gm, inputs, report, signature, checker, progress, held, share,
+                                    background=torch_too or "onnxruntime" in names)
+        if torch_too:
+            build_torch()
+        _finish_candidates(pending, gm, inputs, backend, device, ctx, stage_pass, signature, checker, report,
+                           progress, built, sections)
 
     key = remembered_key(gm, inputs, device, precision, candidates, stage_pass, signature) if backend == "auto" else None
     if key is not None:
@@ -94,12 +107,21 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
             release_dynamic_sessions(built.values())
             return None
         candidates = [name for name in candidates if name != tried]
-    build(candidates)
+    # A backend the user named needs the PyTorch runtime only if it fails: built then, not before.
+    build(candidates, torch_too=backend in ("auto", "torch"))
     if exports is None:
         held.clear()  # the runtimes hold what they need of the export
     if backend != "auto":
-        ranked = [name for name in (backend, "torch") if name in built]
-    elif precision == "int8" or len(built) == 1:  # PyTorch has no int8 form to compare with
+        chosen = _first_right_on_every_set([backend], built, sections, checker, backend, report, progress) \
+            if backend in built else None
+        if chosen is None and not report.get("fallback"):
+            build_torch()
+            chosen = _first_right_on_every_set(["torch"], built, sections, checker, backend, report, progress)
+        if chosen is None:
+            release_dynamic_sessions(built.values())
+            return None
+        return _kept(chosen, built, report)
+    if precision == "int8" or len(built) == 1:  # PyTorch has no int8 form to compare with
         ranked = ["onnxruntime", "torch"] if "onnxruntime" in built else ["torch"]
     else:
         timings = _time_candidates(built, inputs, device, report, progress)
@@ -148,8 +170,8 @@ def _remembered_choice(key: str, candidates: list[str], build, built: dict, sect
         return None, None
     name = entry["chosen"]
     progress(f"building {RUNTIME_WORDS[name]} alone: auto timed it fastest at an earlier build of this graph here")
-    if name != "torch":
-        build([name])
+    # That runtime alone: not the others, nor (for another) the PyTorch runtime's lowering stage.
+    build([], torch_too=True) if name == "torch" else build([name], torch_too=False)
     if name in built and _first_right_on_every_set([name], built, sections, checker, "auto", report, progress) == name:
         report["backend_choice"] = dict(entry.get("timings_ms") or {}) | {"chosen": name}
         report["auto_remembered"] = REMEMBERED
@@ -163,31 +185,39 @@ REMEMBERED = ("auto built only the runtime it timed fastest at an earlier build 
               "(ACCELC_CACHE_DIR=off times every runtime again)")
 
 
-def _build_candidates(names: list[str], gm, fp32_gm, inputs, backend: str, device, ctx: PassContext, stage_pass: dict,
-                      signature: Signature, checker: "Verifier", report: dict, progress, held: dict, share: bool,
-                      built: dict, sections: dict) -> None:
-    """Build each runtime of ``names`` into ``built`` (and its report section into ``sections``);
-    one that cannot be built or disagrees on the quick sets is left out and the report says why.
-    The ONNX export both start from is made once (``share``) and kept in ``held["onnx"]``."""
+def _start_candidates(names: list[str], gm, fp32_gm, inputs, report: dict, signature: Signature, checker: "Verifier",
+                      progress, held: dict, share: bool, background: bool) -> dict:
+    """The start of building each runtime of ``names``: the ONNX export both start from, made once
+    (``share``) and kept in ``held["onnx"]``, and OpenVINO's conversion and compilation (on a
+    thread when ``background``: other work runs beside it). :func:`_finish_candidates` takes what
+    this returns."""
+    pending = {"names": names, "shared": held.get("onnx")}
     if not names:
-        return
-    shared = held.get("onnx")
-    if shared is None and share:
+        return pending
+    if pending["shared"] is None and share:
         progress("exporting to ONNX")
         with build_phase(report, "onnx export"):
-            shared = held["onnx"] = _shared_export(gm, inputs, signature)
-    # OpenVINO's own work runs on a thread while ONNX Runtime's build runs here (mostly Python: the
-    # onnx stage's passes): the two overlap on the CPU's cores instead of queueing.
-    pending_openvino = None
+            pending["shared"] = held["onnx"] = _shared_export(gm, inputs, signature)
     if "openvino" in names:
-        pending_openvino = _start_openvino(fp32_gm, inputs, report["precision"], signature, checker, report, progress,
-                                           shared if fp32_gm is gm else None, background="onnxruntime" in names)
-    if "onnxruntime" in names:
-        ort_runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, report, progress, shared)
+        pending["openvino"] = _start_openvino(fp32_gm, inputs, report["precision"], signature, checker, report,
+                                              progress, pending["shared"] if fp32_gm is gm else None,
+                                              background=background)
+    return pending
+
+
+def _finish_candidates(pending: dict, gm, inputs, backend: str, device, ctx: PassContext, stage_pass: dict,
+                       signature: Signature, checker: "Verifier", report: dict, progress, built: dict,
+                       sections: dict) -> None:
+    """Build each runtime :func:`_start_candidates` started into ``built`` (and its report section
+    into ``sections``); one that cannot be built or disagrees on the quick sets is left out and the
+    report says why."""
+    if "onnxruntime" in pending["names"]:
+        ort_runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, report, progress,
+                                   pending["shared"])
         if ort_runtime is not None:
             built["onnxruntime"], sections["onnxruntime"] = ort_runtime, report["onnx"]
-    if pending_openvino is not None:
-        ov_runtime, why = _openvino(pending_openvino, checker, report, progress)
+    if "openvino" in pending:
+        ov_runtime, why = _openvino(pending["openvino"], checker, report, progress)
         if ov_runtime is None and backend == "openvino":
             report["backend_fallback"] = f"{why}; using the PyTorch runtime"
         elif ov_runtime is None:

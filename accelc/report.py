@@ -211,9 +211,13 @@ def _not_built_why(report: dict, stage: str) -> str:
         return _one_line(fallback)
     if stage == "onnx" and report.get("backend") == "openvino":
         return "OpenVINO was asked for: it converts the plain export, without ONNX Runtime's passes"
+    runs = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "torch": "the PyTorch runtime"}.get(
+        str(report.get("backend") or "").split(" ")[0], "another runtime")
+    if report.get("auto_remembered"):
+        return f"auto remembered {runs} as the fastest at an earlier build of this graph here, and built it alone"
     if stage == "onnx":
         return "the PyTorch runtime was asked for, so nothing was exported"
-    return "nothing was lowered for the PyTorch runtime"
+    return f"{runs} was asked for: the PyTorch runtime is built only when that fails"
 
 
 def _stage_tables(report: dict) -> list[tuple[str, str, list[tuple[str, list[dict]]]]]:

@@ -72,6 +72,8 @@ def test_a_rebuild_builds_the_remembered_runtime_alone_and_checks_it_on_every_se
     assert builds == ([] if other == "torch" else [other])
     phases = report["build_seconds"]
     assert "auto timing" not in phases and ("onnx export" in phases) == (other != "torch")
+    # Another runtime remembered: the PyTorch runtime's lowering stage does not run at all.
+    assert ("lowering stage" in phases) == ("runtime_lowering" in report) == (other == "torch")
     assert report["backend_choice"]["chosen"] == other
     checked = _section(report)["verification"]
     assert checked["ok"] and checked["inputs_checked"] == _every_set(report)
@@ -92,6 +94,7 @@ def test_a_remembered_runtime_that_fails_is_forgotten_and_the_rest_are_timed(mlp
     assert "auto_remembered" not in report and report["backend"] != "onnxruntime"
     assert builds.count("onnxruntime") == 1  # tried once, as remembered; not again with the rest
     assert "auto timing" in report["build_seconds"] and "onnxruntime" not in report["backend_choice"]
+    assert "torch" in report["backend_choice"] and report["runtime_lowering"]  # built once the remembered failed
     assert _remembered(cache)["chosen"] == report["backend"]
 
 

@@ -179,11 +179,13 @@ def test_onnxruntime_backend_page_says_which_stage_runs(ort_report):
     parsed = _parse(page)
     for heading in set(SECTION_HEADINGS) - {"Latency", "Fingerprint"}:  # not timed, not saved
         assert any(h.startswith(heading) for h in parsed.headings), heading
-    assert len(parsed.pass_tables) == 3
-    assert re.search(r"Lowering stage.*?built for comparison only", page, re.S)
+    # ONNX Runtime was named: the PyTorch runtime (and its lowering stage) is built only if it fails.
+    assert "runtime_lowering" not in ort_report and len(parsed.pass_tables) == 2
+    assert re.search(r"Lowering stage.*?not built</b>: ONNX Runtime was asked for: the PyTorch runtime is built only "
+                     r"when that fails", page, re.S)
     assert re.search(r"ONNX stage.*?<b>runs</b>", page, re.S)
     assert "ONNX Runtime vs eager (the runtime that runs)" in page
-    assert {row["pass"] for row in parsed.pass_tables[2]} == {r["name"] for r in ort_report["onnx"]["onnx_passes"]}
+    assert {row["pass"] for row in parsed.pass_tables[1]} == {r["name"] for r in ort_report["onnx"]["onnx_passes"]}
     _assert_no_raw_json(page)
     _assert_why_never_empty(parsed)
 
@@ -199,7 +201,7 @@ def test_partial_export_gets_one_table_per_region(ort_report):
     page = render_html(report)
     parsed = _parse(page)
     assert "region fused_0" in parsed.headings and "region fused_1" in parsed.headings
-    assert len(parsed.pass_tables) == 4  # graph, lowering, two regions
+    assert len(parsed.pass_tables) == 3  # graph, two regions (ONNX Runtime was named: no lowering stage)
     assert "custom.soft_clip.default" in page and "ValueError: a" in page and "bogus line" not in page
     _assert_no_raw_json(page)
     _assert_why_never_empty(parsed)

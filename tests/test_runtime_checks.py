@@ -99,3 +99,25 @@ def test_a_named_backend_wrong_at_a_large_set_gives_way_to_the_pytorch_runtime(m
     assert report["verification"]["ok"] and report["verification"]["inputs_checked"] == _every_set(report)
     x = torch.randn(largest, *inputs[0].shape[1:])
     torch.testing.assert_close(fast(x), _eager(model, x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_named_backend_builds_the_pytorch_runtime_only_when_it_fails(monkeypatch):
+    """--backend onnxruntime: no lowering stage while ONNX Runtime serves; when it disagrees at a
+    large set, the PyTorch runtime is built then, checked on every set, and serves."""
+    from accelc.runtime.onnxruntime import OrtRuntime
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+    inputs = (torch.randn(2, 8),)
+    served = accelc.accelerate(model, inputs, backend="onnxruntime").report
+    assert served["backend"] == "onnxruntime" and "runtime_lowering" not in served
+    assert "lowering stage" not in served["build_seconds"]
+
+    real = OrtRuntime.forward
+    monkeypatch.setattr(OrtRuntime, "forward", lambda self, *args: real(self, *args) + (1.0 if args[0].shape[0] >= 8 else 0.0))
+    fast = accelc.accelerate(model, inputs, backend="onnxruntime")
+    report = fast.report
+    assert report["backend"] == "torch" and "ONNX Runtime disagrees with eager" in report["backend_fallback"]
+    assert report["runtime_lowering"] and report["verification"]["inputs_checked"] > 4
+    x = torch.randn(8, 8)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
