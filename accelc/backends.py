@@ -50,7 +50,8 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     """The runtime for the optimised graph: PyTorch, ONNX Runtime, OpenVINO, or (``auto``) whichever
     measures fastest.
 
-    The PyTorch runtime runs the lowering stage's output; ONNX Runtime the export after the onnx
+    The PyTorch runtime runs the lowering stage's output (built when needed: under ``auto`` unless
+    another runtime is remembered, for a named backend only when that one fails); ONNX Runtime the export after the onnx
     stage; OpenVINO the export of the graph stage's fp32 output (``fp32_gm``: at bf16 OpenVINO
     lowers precision itself). Each must match eager on every verification input set to be used
     at all. When the backend asked for cannot be built or disagrees, the PyTorch runtime is used
@@ -89,14 +90,13 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     share = fp32_gm is gm and ({"onnxruntime", "openvino"} <= set(candidates) or exports is not None)
 
     def build(names: list[str], torch_too: bool = True) -> None:
-        # OpenVINO's conversion and compilation (C++, on a thread) start first; the lowering stage
-        # (Python) then runs beside them, and ONNX Runtime's build after it.
-        pending = _start_candidates(names, gm, fp32_gm, inputs, report, signature, checker, progress, held, share,
-                                    background=torch_too or "onnxruntime" in names)
+        # The lowering stage before OpenVINO's thread starts: beside OpenVINO's compilation (C++ on
+        # both cores) its checks took 5.7 s of GPT-2's build instead of 2.1. ONNX Runtime's build
+        # (Python passes on one core) is what that thread overlaps well.
         if torch_too:
             build_torch()
-        _finish_candidates(pending, gm, inputs, backend, device, ctx, stage_pass, signature, checker, report,
-                           progress, built, sections)
+        _build_candidates(names, gm, fp32_gm, inputs, backend, device, ctx, stage_pass, signature, checker, report,
+                          progress, held, share, built, sections)
 
     key = remembered_key(gm, inputs, device, precision, candidates, stage_pass, signature) if backend == "auto" else None
     if key is not None:
@@ -171,7 +171,10 @@ def _remembered_choice(key: str, candidates: list[str], build, built: dict, sect
     name = entry["chosen"]
     progress(f"building {RUNTIME_WORDS[name]} alone: auto timed it fastest at an earlier build of this graph here")
     # That runtime alone: not the others, nor (for another) the PyTorch runtime's lowering stage.
-    build([], torch_too=True) if name == "torch" else build([name], torch_too=False)
+    if name == "torch":
+        build([])
+    else:
+        build([name], torch_too=False)
     if name in built and _first_right_on_every_set([name], built, sections, checker, "auto", report, progress) == name:
         report["backend_choice"] = dict(entry.get("timings_ms") or {}) | {"chosen": name}
         report["auto_remembered"] = REMEMBERED
@@ -185,39 +188,31 @@ REMEMBERED = ("auto built only the runtime it timed fastest at an earlier build 
               "(ACCELC_CACHE_DIR=off times every runtime again)")
 
 
-def _start_candidates(names: list[str], gm, fp32_gm, inputs, report: dict, signature: Signature, checker: "Verifier",
-                      progress, held: dict, share: bool, background: bool) -> dict:
-    """The start of building each runtime of ``names``: the ONNX export both start from, made once
-    (``share``) and kept in ``held["onnx"]``, and OpenVINO's conversion and compilation (on a
-    thread when ``background``: other work runs beside it). :func:`_finish_candidates` takes what
-    this returns."""
-    pending = {"names": names, "shared": held.get("onnx")}
+def _build_candidates(names: list[str], gm, fp32_gm, inputs, backend: str, device, ctx: PassContext, stage_pass: dict,
+                      signature: Signature, checker: "Verifier", report: dict, progress, held: dict, share: bool,
+                      built: dict, sections: dict) -> None:
+    """Build each runtime of ``names`` into ``built`` (and its report section into ``sections``);
+    one that cannot be built or disagrees on the quick sets is left out and the report says why.
+    The ONNX export both start from is made once (``share``) and kept in ``held["onnx"]``."""
     if not names:
-        return pending
-    if pending["shared"] is None and share:
+        return
+    shared = held.get("onnx")
+    if shared is None and share:
         progress("exporting to ONNX")
         with build_phase(report, "onnx export"):
-            pending["shared"] = held["onnx"] = _shared_export(gm, inputs, signature)
+            shared = held["onnx"] = _shared_export(gm, inputs, signature)
+    # OpenVINO's own work runs on a thread while ONNX Runtime's build runs here (mostly Python: the
+    # onnx stage's passes): the two overlap on the CPU's cores instead of queueing.
+    pending_openvino = None
     if "openvino" in names:
-        pending["openvino"] = _start_openvino(fp32_gm, inputs, report["precision"], signature, checker, report,
-                                              progress, pending["shared"] if fp32_gm is gm else None,
-                                              background=background)
-    return pending
-
-
-def _finish_candidates(pending: dict, gm, inputs, backend: str, device, ctx: PassContext, stage_pass: dict,
-                       signature: Signature, checker: "Verifier", report: dict, progress, built: dict,
-                       sections: dict) -> None:
-    """Build each runtime :func:`_start_candidates` started into ``built`` (and its report section
-    into ``sections``); one that cannot be built or disagrees on the quick sets is left out and the
-    report says why."""
-    if "onnxruntime" in pending["names"]:
-        ort_runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, report, progress,
-                                   pending["shared"])
+        pending_openvino = _start_openvino(fp32_gm, inputs, report["precision"], signature, checker, report, progress,
+                                           shared if fp32_gm is gm else None, background="onnxruntime" in names)
+    if "onnxruntime" in names:
+        ort_runtime = _onnxruntime(gm, inputs, device, ctx, stage_pass, signature, checker, report, progress, shared)
         if ort_runtime is not None:
             built["onnxruntime"], sections["onnxruntime"] = ort_runtime, report["onnx"]
-    if "openvino" in pending:
-        ov_runtime, why = _openvino(pending["openvino"], checker, report, progress)
+    if pending_openvino is not None:
+        ov_runtime, why = _openvino(pending_openvino, checker, report, progress)
         if ov_runtime is None and backend == "openvino":
             report["backend_fallback"] = f"{why}; using the PyTorch runtime"
         elif ov_runtime is None:
