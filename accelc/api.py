@@ -272,6 +272,9 @@ def _dry_run(model, gm, inputs, backend: str, device, ctx: PassContext, pipeline
     report["runtime_lowering"] = [r.as_dict() for r in records]
     report["refusals"] = [asdict(r) for r in ctx.refusals]
     dry = {}
+    if backend in ("onnxruntime", "openvino"):
+        dry["lowering"] = (f"the lowering stage runs only if {RUNTIME_WORDS[backend]} cannot be built or disagrees "
+                           "with eager: the PyTorch runtime is then what serves")
     if backend in ("auto", "onnxruntime"):
         dry["onnx_stage"] = pipeline.names(ONNX)
         dry["onnx_why"] = ("which of these fire needs the ONNX export (tens of seconds for a large model); "

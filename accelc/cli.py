@@ -262,6 +262,8 @@ def explain_lines(report: dict) -> list[str]:
                 where = f" [{r['location']}]" if r.get("location") else ""
                 lines.append(f"      left {r['node']} alone: {r['reason']}{where}")
     dry = report.get("dry_run") or {}
+    if dry.get("lowering"):
+        lines.append(f"  ({dry['lowering']})")
     if dry.get("onnx_stage"):
         lines.append(f"onnx stage (not run): {', '.join(dry['onnx_stage'])}")
         lines.append(f"  {dry['onnx_why']}")

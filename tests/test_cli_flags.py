@@ -590,6 +590,8 @@ def test_explain_backend(backend, onnx_listed, auto_line, models):
     assert any(line.startswith("onnx stage (not run):") for line in lines) == onnx_listed
     assert any(line.startswith("backend: auto would build") for line in lines) == auto_line
     assert "lowering stage:" in lines
+    # A named ONNX Runtime or OpenVINO builds the PyTorch runtime, and so its lowering stage, only as a fallback.
+    assert any("the lowering stage runs only if" in line for line in lines) == (backend in ("onnxruntime", "openvino"))
 
 
 @pytest.mark.parametrize("flags, shapes", [
