@@ -112,8 +112,9 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     if exports is None:
         held.clear()  # the runtimes hold what they need of the export
     if backend != "auto":
-        chosen = _first_right_on_every_set([backend], built, sections, checker, backend, report, progress) \
-            if backend in built else None
+        chosen = None
+        if backend in built:
+            chosen = _first_right_on_every_set([backend], built, sections, checker, backend, report, progress)
         if chosen is None and not report.get("fallback"):
             build_torch()
             chosen = _first_right_on_every_set(["torch"], built, sections, checker, backend, report, progress)

@@ -29,6 +29,7 @@ import html
 import json
 from collections import Counter
 
+from .backends import RUNTIME_WORDS
 from .timing import SLOWER_MARGIN
 
 _STYLE = """
@@ -211,10 +212,10 @@ def _not_built_why(report: dict, stage: str) -> str:
         return _one_line(fallback)
     if stage == "onnx" and report.get("backend") == "openvino":
         return "OpenVINO was asked for: it converts the plain export, without ONNX Runtime's passes"
-    runs = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "torch": "the PyTorch runtime"}.get(
-        str(report.get("backend") or "").split(" ")[0], "another runtime")
+    backend = str(report.get("backend") or "").split(" ")[0]  # "onnxruntime (partial)" is ONNX Runtime's too
+    runs = RUNTIME_WORDS.get(backend, backend)
     if report.get("auto_remembered"):
-        return f"auto remembered {runs} as the fastest at an earlier build of this graph here, and built it alone"
+        return f"auto remembered {runs} as the fastest runtime at an earlier build of this graph here, and built it alone"
     if stage == "onnx":
         return "the PyTorch runtime was asked for, so nothing was exported"
     return f"{runs} was asked for: the PyTorch runtime is built only when that fails"
