@@ -5,6 +5,10 @@ PyTorch runtime fails too, the model runs eagerly and the report says where."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -101,7 +105,7 @@ def test_a_named_backend_wrong_at_a_large_set_gives_way_to_the_pytorch_runtime(m
     torch.testing.assert_close(fast(x), _eager(model, x), rtol=1e-4, atol=1e-5)
 
 
-def test_a_named_backend_builds_the_pytorch_runtime_only_when_it_fails(monkeypatch):
+def test_a_named_backend_builds_the_pytorch_runtime_only_when_it_fails(monkeypatch, tmp_path):
     """--backend onnxruntime: no lowering stage while ONNX Runtime serves; when it disagrees at a
     large set, the PyTorch runtime is built then, checked on every set, and serves."""
     from accelc.runtime.onnxruntime import OrtRuntime
@@ -121,3 +125,20 @@ def test_a_named_backend_builds_the_pytorch_runtime_only_when_it_fails(monkeypat
     x = torch.randn(8, 8)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
+
+    # Saved and loaded in a fresh process: the lowering stage it ran is replayed, other batches answered.
+    fast.save(str(tmp_path / "out"))
+    checks = [(b, torch.randn(b, 8)) for b in (1, 3, 8)]
+    with torch.inference_mode():
+        torch.save([(x, model(x)) for _, x in checks], tmp_path / "checks.pt")
+    script = textwrap.dedent(f"""
+        import torch, accelc
+        loaded = accelc.load({str(tmp_path / "out")!r})
+        assert type(loaded.runner).__name__ == "TorchRuntime", type(loaded.runner)
+        with torch.inference_mode():
+            for x, expected in torch.load({str(tmp_path / "checks.pt")!r}):
+                torch.testing.assert_close(loaded(x), expected, rtol=1e-4, atol=1e-5)
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
