@@ -4,7 +4,7 @@ machine's drift between runs, only alternating builds of the same model show it.
     git worktree add /tmp/accelc-before <commit>
     python benchmarks/bench_build_ab.py --before /tmp/accelc-before --runs bert:auto,gpt2:onnxruntime --rounds 2
 
-Each build runs in its own process (accelc imported from that checkout, ``ACCELC_CACHE_DIR=off``,
+Each build runs in its own process (accelc and its built-in passes imported from that checkout, ``ACCELC_CACHE_DIR=off``,
 so ``auto`` times every runtime), before and after alternating, the same threads. Prints one
 JSON line per build (total seconds, capture to first answer, and the phases that differ most
 between the checkouts) and writes them, with the CPU flags, to ``--out``.
@@ -23,6 +23,17 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from bench_guard import cpu_flags  # noqa: E402
 
+# The built-in passes are the package ``accelc_passes`` (the folder passes/), which an editable
+# install maps to its own checkout whatever sys.path says: imported from the checkout's folder
+# first, or the "before" builds would run the "after" passes.
+CHECKOUT_PASSES = """
+import importlib.util, os, sys
+_spec = importlib.util.spec_from_file_location("accelc_passes", os.path.join({checkout!r}, "passes", "__init__.py"),
+                                               submodule_search_locations=[os.path.join({checkout!r}, "passes")])
+_module = sys.modules["accelc_passes"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
+"""
+
 ONE_BUILD = """
 import json, sys, time, torch
 sys.path.insert(0, {here!r})
@@ -34,6 +45,8 @@ start = time.perf_counter()
 fast = accelc.accelerate(model, inputs, backend={backend!r}, measure=False)
 fast(*inputs)
 total = time.perf_counter() - start
+import accelc_passes
+assert accelc.__file__.startswith({checkout!r}) and accelc_passes.__file__.startswith({checkout!r})
 print(json.dumps({{"accelc": accelc.__file__, "total_s": round(total, 2), "backend": fast.report["backend"],
                   "phases": {{k: round(v, 2) for k, v in fast.report["build_seconds"].items() if k != "total"}}}}))
 """
@@ -41,7 +54,8 @@ print(json.dumps({{"accelc": accelc.__file__, "total_s": round(total, 2), "backe
 
 def one_build(checkout: str, name: str, backend: str, threads: int) -> dict:
     env = os.environ | {"PYTHONPATH": checkout, "ACCELC_CACHE_DIR": "off"}
-    code = ONE_BUILD.format(here=HERE, threads=threads, name=name, backend=backend)
+    code = CHECKOUT_PASSES.format(checkout=checkout) + ONE_BUILD.format(here=HERE, threads=threads, name=name,
+                                                                        backend=backend, checkout=checkout)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=checkout)
     return json.loads(done.stdout.strip().splitlines()[-1])
 

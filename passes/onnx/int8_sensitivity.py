@@ -6,7 +6,8 @@ quantize_int8's helper (not a pass). Dynamic int8 quantisation of one MatMul y =
 
 and its own relative error e = max|ŷ − y| / max|y| is measured here on the layer's real input x
 (the fp32 model run on the example in ONNX Runtime, every candidate's x exposed as an output),
-without building a model per layer. Layers whose input has outliers (the FFN's second linear
+without building a model per layer, quantised as quantize_int8 quantises it
+(:func:`quantise_columns`, :func:`quantise_activation`). Layers whose input has outliers (the FFN's second linear
 after GELU) have the largest e. A layer with no normalisation between it and a model output (a
 pooler, a classifier, an LM head) passes its error to the output undamped, so those come first
 (the usual "keep the last layer in higher precision"), then the rest by e. When the whole int8
@@ -16,8 +17,6 @@ kept is not worth it.
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import onnx
@@ -72,13 +71,37 @@ def feeds_for(proto: onnx.ModelProto, example_inputs: tuple) -> dict | None:
     return {name: x.detach().cpu().numpy() for name, x in zip(names, example_inputs)}
 
 
-def run(path: str, feeds: dict, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+def weight_qmax(weight_bits: int) -> int:
+    """The largest |W_q| of int8 weights with ``weight_bits`` bits: 127 at 8 bits; 64 at 7 (the
+    range ONNX Runtime's own quantiser gives ``reduce_range``: a uint8×int8 pair sums to at most
+    2·255·64 < 2¹⁵, so the int16 pair sums of a CPU without VNNI cannot saturate)."""
+    return 127 if weight_bits == 8 else 64
+
+
+def quantise_columns(w: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """(W_q int8, s_W float32) with W ≈ s_W·W_q, symmetric, one scale per column:
+    s_W[n] = max_k |W[k, n]| / qmax, W_q = round(W / s_W) (a zero column gets the scale 1)."""
+    scale = (np.abs(w).max(axis=0) / qmax).astype(np.float32)
+    scale[scale == 0] = 1.0
+    return np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int8), scale
+
+
+def quantise_activation(x: np.ndarray) -> np.ndarray:
+    """deq(q_u8(x)): x as DynamicQuantizeMatMul sees it, uint8 over its range with 0 included."""
+    low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (high - low) / 255 or 1.0
+    zero = np.round(-low / scale)
+    return (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
+
+
+def run(model: str | bytes, feeds: dict, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    """``model`` (a path or serialised bytes) on ``feeds`` in a CPU session at ORT's basic level."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     names = outputs or [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds)))
 
@@ -94,7 +117,7 @@ def relative_error(got: dict, reference: dict) -> float:
     return worst
 
 
-def layer_errors(proto: onnx.ModelProto, folder: str, feeds: dict, weight_bits: int) -> dict[str, float]:
+def layer_errors(proto: onnx.ModelProto, feeds: dict, weight_bits: int) -> dict[str, float]:
     """Each candidate node's own int8 error (by node name) on its real input at the example."""
     nodes = candidates(proto)
     inputs = {i.name for i in proto.graph.input}
@@ -104,11 +127,8 @@ def layer_errors(proto: onnx.ModelProto, folder: str, feeds: dict, weight_bits: 
     for name in dict.fromkeys(n.input[0] for n in nodes):
         if name not in inputs and name not in known:
             exposed.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    path = os.path.join(folder, "activations.onnx")
-    onnx.save(exposed, path)
     wanted = [o.name for o in exposed.graph.output]
-    values = run(path, feeds, wanted) | {k: v for k, v in feeds.items()}
-    os.remove(path)
+    values = run(exposed.SerializeToString(), feeds, wanted) | {k: v for k, v in feeds.items()}
     weights = {t.name: t for t in proto.graph.initializer}
     rng = np.random.default_rng(0)
     errors = {}
@@ -124,15 +144,8 @@ def layer_errors(proto: onnx.ModelProto, folder: str, feeds: dict, weight_bits: 
 
 
 def _own_error(x: np.ndarray, w: np.ndarray, weight_bits: int) -> float:
-    """max|deq(q(x))·deq(q(W)) − x·W| / max|x·W|, quantised as ONNX Runtime's dynamic quantiser
-    does: x as uint8 with a zero point over its range (0 included), W as int8 symmetric per column."""
-    low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-    scale = (high - low) / 255 or 1.0
-    zero = np.round(-low / scale)
-    x_deq = (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
-    qmax = 2 ** (weight_bits - 1) - 1
-    w_scale = np.abs(w).max(axis=0) / qmax
-    w_scale[w_scale == 0] = 1.0
-    w_deq = np.clip(np.round(w / w_scale), -qmax - 1, qmax) * w_scale
+    """max|deq(q(x))·deq(q(W)) − x·W| / max|x·W|, x and W quantised as quantize_int8 does."""
+    w_q, w_scale = quantise_columns(w, weight_qmax(weight_bits))
     exact = x @ w
-    return float(np.abs(x_deq @ w_deq - exact).max() / max(float(np.abs(exact).max()), 1e-12))
+    approx = quantise_activation(x) @ (w_q.astype(np.float32) * w_scale)
+    return float(np.abs(approx - exact).max() / max(float(np.abs(exact).max()), 1e-12))
