@@ -35,7 +35,7 @@ def cpu_flags() -> str:
     flags = accelc.cpu.cpu_flags()
     if flags is None:
         return "unknown"
-    wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx2")
+    wanted = ("avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "avx2")
     present = [flag for flag in wanted if flag in flags]
     return ", ".join(present) or "none of " + ", ".join(wanted)
 

@@ -246,7 +246,8 @@ def _within_budget(model: ir.Model, weight_bits: int, ctx) -> tuple[dict[str, fl
     error = error_without([])
     if error <= ctx.error_budget:
         return {}, error
-    errors = sensitivity.layer_errors(proto, feeds, weight_bits)
+    taken = {node.name for node in quantisable_layers(model)}  # a scaled Gemm is measured but not quantised
+    errors = {name: e for name, e in sensitivity.layer_errors(proto, feeds, weight_bits).items() if name in taken}
     ranked = sensitivity.ranked(proto, errors)
     first, count = error, 1
     while count <= len(ranked) // 2:
