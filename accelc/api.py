@@ -54,6 +54,31 @@ def graph_precision(precision: str) -> str:
     return "fp32" if precision in ("int8", "auto") else precision
 
 
+def calibration_inputs(calibration, inputs: tuple, precision: str) -> list[tuple]:
+    """``calibration`` as a list of input sets shaped like ``inputs`` (same count, dtypes and
+    ranks; sizes are checked against the captured signature later); a clear error otherwise."""
+    if calibration is None:
+        return []
+    if precision not in ("int8", "auto"):
+        raise UserInputError("calibration inputs set the activation ranges of int8 convolutions: use them with "
+                             "--precision int8 or auto, or drop them")
+    if isinstance(calibration, torch.Tensor) or not isinstance(calibration, (list, tuple)) or not calibration:
+        raise UserInputError("calibration must be a non-empty list of input sets, each like the example inputs "
+                             "(a tensor or a tuple of tensors)")
+    sets = []
+    for index, raw in enumerate(calibration):
+        try:
+            one = normalize_inputs(raw, source=f"calibration set {index}")
+        except Exception as exc:
+            raise UserInputError(str(exc)) from None
+        if len(one) != len(inputs) or any(a.dtype != b.dtype or a.dim() != b.dim() for a, b in zip(one, inputs)):
+            shapes = ", ".join(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" for t in one)
+            raise UserInputError(f"calibration set {index} is ({shapes}); each set needs the example's inputs: "
+                                 f"{len(inputs)} tensors of the same dtypes and ranks")
+        sets.append(one)
+    return sets
+
+
 def load(path: str, device: str | None = None) -> AcceleratedModule:
     """Load an artifact folder written by :meth:`AcceleratedModule.save`."""
     return AcceleratedModule.load(path, device)
@@ -66,6 +91,7 @@ def accelerate(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     tolerance: float | None = None,
+    calibration=None,
     passes: list[str] | None = None,
     disable: list[str] | None = None,
     verify: bool = True,
@@ -87,6 +113,10 @@ def accelerate(
     inputs (batch; sequence of token inputs; image height/width) and keeps those the model allows;
     a dict narrows or pins them, e.g. ``{"seq": (1, 512), "height": False}``; False (or
     ``static=True``) pins every size to the example's.
+
+    ``calibration`` (``precision="int8"`` or ``"auto"``): input sets like the real ones, each shaped
+    as ``inputs``; int8 convolutions fix their activation ranges from them and the example
+    (without them convolutions stay fp32). See ``passes/onnx/quantize_conv_int8.py``.
 
     ``dry_run`` (what :func:`explain` uses) stops after the graph and lowering stages: nothing is
     exported or timed, the ONNX stage is listed, not run, and the eager model is returned.
@@ -132,6 +162,7 @@ def accelerate(
                   ONNX: stage_passes(registry, pipeline, ONNX) if backend in ("auto", "onnxruntime") and not split
                   else []}
     inputs = to_device(normalize_inputs(inputs), dev)
+    calibration_sets = [to_device(c, dev) for c in calibration_inputs(calibration, inputs, precision)]
     if microbatches > 1:
         microbatch_inputs(inputs, microbatches)  # validates the split before any work
 
@@ -167,7 +198,12 @@ def accelerate(
 
     report["nodes"] = {"before": count_compute_nodes(cap.graph_module)}
     outputs = cap.graph_module.meta["accelc_outputs"]
-    ctx = PassContext(device=dev, precision=graph_precision(precision), example_inputs=inputs)
+    for index, calibration_set in enumerate(calibration_sets):
+        why = signature.mismatch(calibration_set)
+        if why is not None:
+            raise UserInputError(f"calibration set {index}: {why}")
+    ctx = PassContext(device=dev, precision=graph_precision(precision), example_inputs=inputs,
+                      calibration_inputs=calibration_sets)
     progress("verifying the captured graph")
     with build_phase(report, "eager references"):
         signature, reference = eager_reference(model, cap.graph_module, inputs, signature, report,

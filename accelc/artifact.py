@@ -262,9 +262,9 @@ def _int8_saturates_here(path: str, report: dict) -> bool:
     Runtime's int8 kernel saturates (see accelc.cpu): then the fp32 graph of model.pt2 runs
     instead, with a warning, rather than wrong answers."""
     quantised = [r for r in (report.get("onnx") or {}).get("onnx_passes") or []
-                 if r.get("name") == "quantize_int8" and r.get("status") == "fired"]
+                 if r.get("name") in ("quantize_int8", "quantize_conv_int8") and r.get("status") == "fired"]
     # Artifacts from before weight_bits was recorded were quantised at full range.
-    if not quantised or quantised[0].get("stats", {}).get("weight_bits", 8) != 8 or cpu_has_int8_dot_products():
+    if not any(r.get("stats", {}).get("weight_bits", 8) == 8 for r in quantised) or cpu_has_int8_dot_products():
         return False
     warnings.warn(f"accelc: {path}/model.onnx has 8-bit int8 weights, which this CPU (no VNNI) computes wrongly "
                   "(int16 saturation); running its fp32 graph (model.pt2) on the PyTorch runtime instead. "

@@ -304,7 +304,7 @@ def _onnxruntime(gm, inputs, device, ctx: PassContext, stage_pass: dict, signatu
     when it cannot be built or disagrees."""
     progress("exporting to ONNX and building an ONNX Runtime session")
     onnx_ctx = PassContext(device=device, precision=report["precision"], example_inputs=inputs, refusals=ctx.refusals,
-                           error_budget=ctx.error_budget)
+                           error_budget=ctx.error_budget, calibration_inputs=ctx.calibration_inputs)
     try:
         from .onnx.build import build_onnx_runtime
 
@@ -466,6 +466,7 @@ def choose_precision(gm, inputs, backend: str, device, ctx: PassContext, stage_p
             checker = reference.with_tolerance(tolerance_for_precision(precision))
             # int8 keeps its most sensitive layers in fp32 where that brings it within the tolerance
             candidate_ctx = PassContext(device=device, precision=precision, example_inputs=inputs,
+                                        calibration_inputs=ctx.calibration_inputs,
                                         error_budget=tolerance if precision == "int8" else None)
             built, graph, why = build(gm, inputs, device, candidate_ctx, stage_pass, signature, checker, sub, progress,
                                       exports.get("onnx"))

@@ -18,7 +18,7 @@ import sys
 import traceback
 
 from .console import Progress, plain_rows, print_rows
-from .errors import AccelcError
+from .errors import AccelcError, UserInputError
 from .logs import CapturedLogs
 
 LOG_FILE = "accelc.log"
@@ -73,7 +73,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "sequence of token inputs, image height/width where the model allows)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8", "auto"],
-                   help="fp16/bf16 lower the graph; int8 quantises MatMul weights in ONNX Runtime (CPU); auto tries "
+                   help="fp16/bf16 lower the graph; int8 quantises MatMul weights (and, with --calibration, "
+                        "convolutions) in ONNX Runtime (CPU); auto tries "
                         "fp32, bf16 and int8 and keeps the fastest within --tolerance (CPU)")
     p.add_argument("--passes", help="comma-separated pass names replacing the default pipeline")
     p.add_argument("--disable", help="comma-separated pass names to leave out")
@@ -92,6 +93,9 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=None, metavar="REL",
                    help="with --precision auto: the largest relative error (max |out - eager| / max |eager|) a "
                         "lower precision may have (default: 0.02)")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="with --precision int8 or auto: a torch.save'd list of input sets like the real ones, "
+                        "from which int8 convolutions take their activation ranges")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,8 +160,26 @@ def _accelerate_from_file(args, progress: Progress, measure: bool):
         passes=_split(args.passes), disable=_split(args.disable), verify=not args.no_verify,
         measure=measure, dynamic=args.dynamic, static=args.static, stages=args.stages, devices=_split(args.devices),
         microbatches=args.microbatches, profile=args.profile, branches=args.branches, tolerance=args.tolerance,
-        source_file=loaded.path, on_progress=progress,
+        calibration=_calibration_file(args.calibration), source_file=loaded.path, on_progress=progress,
     )
+
+
+def _calibration_file(path: str | None):
+    """The input sets saved in ``path`` (``torch.save([inputs, ...], path)``), or None."""
+    if path is None:
+        return None
+    import torch
+
+    from .source import first_line
+
+    if not os.path.isfile(path):
+        raise UserInputError(f"--calibration {path}: no such file; save the input sets with "
+                             "torch.save([inputs, ...], path)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserInputError(f"--calibration {path} is not a torch.save'd list of input sets "
+                             f"({first_line(exc)})") from None
 
 
 def cmd_optimize(args) -> int:

@@ -81,6 +81,9 @@ class PassContext:
     # The relative error (max|out - eager fp32| / max|eager fp32|) a lowered precision may cost,
     # where the caller has one (precision="auto"'s tolerance); None: the precision's own bar.
     error_budget: float | None = None
+    # Input sets the user gave as representative of real calls (accelerate(calibration=...)): what
+    # static int8 fixes activation ranges from. Empty: none given.
+    calibration_inputs: list = field(default_factory=list)
 
     def __post_init__(self):
         self.device = torch.device(self.device)  # "cpu" and torch.device("cpu") alike

@@ -70,8 +70,8 @@ _LOWERING_PASSES = {
 
 # Order matters: attention first (it needs the exporter's own MatMul/Add layout around the
 # softmax, and takes the Q/K/V biases into MultiHeadAttention before fold_bias_add sees them);
-# int8 quantisation before fold_bias_add, so the quantiser sees each 3-D linear as MatMul (+ Add)
-# rather than a Gemm between two Reshapes; bias + GELU before SkipLayerNormalization, whose
+# int8 quantisation (convolutions, calibrated, then MatMul/Gemm per call) before fold_bias_add,
+# so the quantiser sees each 3-D linear as MatMul (+ Add) rather than a Gemm between two Reshapes; bias + GELU before SkipLayerNormalization, whose
 # contrib outputs ONNX shape inference cannot type, leaving the bias rule without the shapes it
 # checks; precision, then cleanup, last.
 #
@@ -80,8 +80,8 @@ _LOWERING_PASSES = {
 # (BERT-base, seq 512, 2 threads: 1.21x over a plain export without them, 1.07x with them), so
 # the CPU list keeps GEMMs whole, bias inside Gemm, and LayerNormalization unfused.
 _ONNX_PASSES = {
-    "cpu": ("fuse_attention", "split_causal_attention", "drop_padded_keys", "quantize_int8", "fold_bias_add",
-            "fuse_fast_gelu", "convert_fp16", "cleanup_casts_reshapes"),
+    "cpu": ("fuse_attention", "split_causal_attention", "drop_padded_keys", "quantize_conv_int8", "quantize_int8",
+            "fold_bias_add", "fuse_fast_gelu", "convert_fp16", "cleanup_casts_reshapes"),
     "cuda": ("fuse_attention", "pack_qkv_attention", "fuse_fast_gelu", "fuse_bias_gelu", "fuse_skip_layer_norm",
              "fold_bias_add", "convert_fp16", "cleanup_casts_reshapes"),
 }

@@ -59,6 +59,7 @@ COVERAGE: dict[tuple[str, str], str] = {
     ("optimize", "--profile"): "test_optimize_profile",
     ("optimize", "--branches"): "test_optimize_branches",
     ("optimize", "--tolerance"): "test_optimize_precision_auto_and_tolerance",
+    ("optimize", "--calibration"): "test_optimize_calibration",
 
     ("run", "-h"): "test_help_lists_every_flag",
     ("run", "--help"): "test_help_lists_every_flag",
@@ -143,6 +144,7 @@ BAD_VALUES = [
     (["optimize", "{mlp}", "-o", "{out}", "--precision", "auto", "--tolerance", "2"], "--tolerance is a relative error between 0 and 1"),
     (["optimize", "{mlp}", "-o", "{out}", "--tolerance", "x"], "argument --tolerance: invalid float value"),
     (["optimize", "{mlp}", "-o", "{out}", "--precision", "auto", "--stages", "2"], "--precision auto chooses among the CPU's precisions"),
+    (["optimize", "{mlp}", "-o", "{out}", "--precision", "int8", "--calibration", "{out}.pt"], "no such file"),
     (["bench", "{mlp}", "--against", "tvm"], "unknown system 'tvm' in --against"),
     (["bench", "{mlp}", "--against", "eager", "--device", "tpu"], "unknown device 'tpu'"),
     (["run", "{art}", "--device", "tpu"], "unknown device 'tpu'"),
@@ -454,6 +456,30 @@ def test_optimize_precision(precision, flags, built):
         quantised = next(r for r in report["onnx"]["onnx_passes"] if r["name"] == "quantize_int8")
         assert quantised["status"] == "fired" and quantised["stats"]["quantised"] == 2
         assert report["onnx"]["verification"]["ok"]
+
+
+def test_optimize_calibration(models, built, tmp_path):
+    """--calibration FILE (a torch.save'd list of input sets): the int8 convolutions take their
+    activation ranges from it; a file that is not one, or without int8, is a one-line error."""
+    import torch
+
+    sets = tmp_path / "calibration.pt"
+    torch.save([(torch.randn(2, 3, 8, 8),) for _ in range(3)], sets)
+    report = built("cnn", "--no-bench", "--backend", "onnxruntime", "--precision", "int8", "--calibration", sets).report
+    passes = {r["name"]: r for r in report["onnx"]["onnx_passes"]}
+    assert passes["quantize_conv_int8"]["status"] == "fired", passes["quantize_conv_int8"]
+    assert passes["quantize_conv_int8"]["stats"]["calibration_sets"] == 4 and report["onnx"]["verification"]["ok"]
+    uncalibrated = built("cnn", "--no-bench", "--backend", "onnxruntime", "--precision", "int8").report
+    assert {r["name"]: r for r in uncalibrated["onnx"]["onnx_passes"]}["quantize_conv_int8"]["status"] == "no change"
+    assert any("--calibration" in r["reason"] for r in uncalibrated["refusals"] if r["pass_name"] == "quantize_conv_int8")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("not a tensor file")
+    for flags, message in ((("--precision", "int8", "--calibration", garbage), "is not a torch.save'd list"),
+                           (("--calibration", sets), "use them with --precision int8 or auto")):
+        result = invoke("optimize", models["cnn"], "-o", tmp_path / "out", *flags)
+        assert result.code == 2 and "Traceback" not in result.err, result.err
+        assert len(result.error_lines()) == 1 and message in result.error_lines()[0], result.err
+        assert not (tmp_path / "out").exists()
 
 
 def test_optimize_precision_auto_and_tolerance(built):
