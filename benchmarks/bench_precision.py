@@ -8,7 +8,8 @@ For every sample and batch, one ``accelc bench`` run (one process, the same inpu
 every system timed in interleaved rounds) of: eager fp32; torch.compile with freezing on bf16
 weights; OpenVINO with the f32 hint and at its own default (bf16 on CPUs with AVX512_BF16 or
 AMX); accelc as a user runs it (``backend="auto"``) at fp32, at bf16, at ``precision="auto"``
-(default tolerance) and at int8. Each row has its median latency, its relative error against
+(default tolerance) and at int8, without and with calibration inputs (three seeded variants of the
+example: convolutions int8 too). Each row has its median latency, its relative error against
 eager fp32 (max |out - eager| / max |eager|, worst output, over the bench's input sets), its
 build time (capture or conversion to the first answer) and what it ran (accelc: the backend and
 precision kept).
@@ -37,10 +38,11 @@ from accelc.bench import run_bench  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "precision-cpu.json")
 SYSTEMS = ["eager", "compile-bf16", "openvino-f32", "openvino", "accelc-auto", "accelc-bf16", "accelc-precision-auto",
-           "accelc-int8"]
+           "accelc-int8", "accelc-int8-calibrated"]
 COLUMNS = {"eager": "eager fp32", "compile-bf16": "compile+freezing bf16", "openvino-f32": "OpenVINO f32",
            "openvino": "OpenVINO default", "accelc-auto": "accelc fp32", "accelc-bf16": "accelc bf16",
-           "accelc-precision-auto": "accelc auto", "accelc-int8": "accelc int8"}
+           "accelc-precision-auto": "accelc auto", "accelc-int8": "accelc int8",
+           "accelc-int8-calibrated": "accelc int8 calibrated"}
 
 
 def main(argv=None) -> int:

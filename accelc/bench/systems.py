@@ -33,10 +33,14 @@ SYSTEM_GROUPS: dict[str, tuple[str, ...]] = {
     # The same builds with every size pinned to the example's (dynamic=False): what dynamic shapes cost.
     "accelc-static": ("accelc-torch-static", "accelc-onnxruntime-static"),
     # accelc as a user would run it (backend auto) at each precision: fp32 (the bench's), bf16,
-    # --precision auto at its default tolerance, int8 (ONNX Runtime's dynamic quantisation).
-    "accelc-precisions": ("accelc-auto", "accelc-bf16", "accelc-precision-auto", "accelc-int8"),
+    # --precision auto at its default tolerance, int8 (MatMul/Gemm quantised per call), and int8
+    # with calibration inputs (convolutions too: three seeded variants of the example, not the
+    # bench's timed inputs).
+    "accelc-precisions": ("accelc-auto", "accelc-bf16", "accelc-precision-auto", "accelc-int8",
+                          "accelc-int8-calibrated"),
 }
-ACCELC_PRECISIONS: dict[str, str] = {"accelc-bf16": "bf16", "accelc-precision-auto": "auto", "accelc-int8": "int8"}
+ACCELC_PRECISIONS: dict[str, str] = {"accelc-bf16": "bf16", "accelc-precision-auto": "auto", "accelc-int8": "int8",
+                                     "accelc-int8-calibrated": "int8"}
 DEFAULT_SYSTEMS: tuple[str, ...] = tuple(g for g in SYSTEM_GROUPS if g not in ("accelc-static", "accelc-precisions"))
 ACCELC_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 
@@ -170,10 +174,13 @@ def _build_openvino(ctx: BenchContext, f32: bool) -> Built:
                  precision=None if chosen == "fp32" else chosen)
 
 
-def _build_accelc(ctx: BenchContext, backend: str, dynamic: bool | None = None, precision: str | None = None) -> Built:
+def _build_accelc(ctx: BenchContext, backend: str, dynamic: bool | None = None, precision: str | None = None,
+                  calibrated: bool = False) -> Built:
     """accelc on ``backend`` at the bench's precision, or at ``precision`` (bf16, int8, auto: the
-    accelc-PRECISION rows, whose errors are judged by the precision that runs)."""
+    accelc-PRECISION rows, whose errors are judged by the precision that runs); ``calibrated``:
+    with three seeded variants of the example as calibration inputs."""
     from ..api import accelerate
+    from ..verify import random_inputs_like
 
     if backend == "openvino":
         from ..onnx.to_openvino import openvino_available
@@ -183,8 +190,9 @@ def _build_accelc(ctx: BenchContext, backend: str, dynamic: bool | None = None, 
             raise SystemUnavailable(why)
 
     try:
+        calibration = [random_inputs_like(ctx.fp32_inputs[0], seed=1000 + k) for k in range(3)] if calibrated else None
         fast = accelerate(ctx.model, ctx.fp32_inputs[0], backend=backend, device=ctx.device,
-                          precision=precision or ctx.precision, dynamic=dynamic)
+                          precision=precision or ctx.precision, dynamic=dynamic, calibration=calibration)
     except ImportError as exc:  # the backend's runtime is not installed; any other error is a failure
         raise SystemUnavailable(_short_reason(exc)) from exc
     report = fast.report
@@ -279,7 +287,8 @@ def _builders(names: list[str]) -> dict[str, Callable[[BenchContext], Built]]:
     }
     table["accelc-auto"] = lambda ctx: _build_accelc(ctx, "auto")
     for name, precision in ACCELC_PRECISIONS.items():
-        table[name] = lambda ctx, p=precision: _build_accelc(ctx, "auto", precision=p)
+        table[name] = lambda ctx, p=precision, c=name.endswith("-calibrated"): _build_accelc(ctx, "auto", precision=p,
+                                                                                            calibrated=c)
     for backend in _accelc_backends():
         table[f"accelc-{backend}"] = lambda ctx, b=backend: _build_accelc(ctx, b)
         table[f"accelc-{backend}-static"] = lambda ctx, b=backend: _build_accelc(ctx, b, dynamic=False)
