@@ -1,11 +1,13 @@
-"""Would a static int8 route (activations calibrated on the given inputs) beat what accelc has?
-A probe, not a feature: ONNX Runtime's ``quantize_static`` (QDQ, per-channel int8 weights, uint8
-activations, MinMax calibration on the example and three seeded variants) on a sample's plain
-dynamo export, against that export in fp32 and OpenVINO at its default precision, timed
-interleaved in one process (same threads), with each one's relative error against eager fp32
-(max |out − eager| / max |eager|) on an input the calibration did not see.
+"""Static int8 (activations calibrated on given inputs) for convolutional models: ONNX Runtime's
+``quantize_static`` on a sample's plain dynamo export (QDQ, per-channel int8 weights, uint8
+activations, MinMax calibration on the example and three seeded variants, every op type), and
+accelc's route (``precision="int8"`` with those calibration inputs, image sizes pinned, batch
+dynamic: convolutions by quantize_conv_int8, the classifier per call), against the export in
+fp32 and OpenVINO at its default precision, timed interleaved in one process (same threads), with
+each one's relative error against eager fp32 (max |out − eager| / max |eager|) on an input the
+calibration did not see.
 
-    python benchmarks/probe_static_int8.py --models resnet50,cnn
+    python benchmarks/probe_static_int8.py --models resnet50,cnn,multibranch_cnn
 
 Prints the CPU flags, ONNX Runtime's and OpenVINO's versions and one JSON line per sample.
 """
@@ -28,6 +30,10 @@ from bench_guard import cpu_flags  # noqa: E402
 from run_suite import load_sample, sample_inputs, sample_model  # noqa: E402
 
 
+def first_tensor(out) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
 def probe(name: str, threads: int, seconds: float) -> dict:
     import onnxruntime as ort
     import openvino as ov
@@ -40,6 +46,7 @@ def probe(name: str, threads: int, seconds: float) -> dict:
     module = load_sample(name)
     model, inputs = sample_model(module, small=False).eval(), sample_inputs(module, small=False, batch=1)
     calibration = [inputs] + [random_inputs_like(inputs, seed=s) for s in (1, 2, 3)]
+    row = {"sample": name}
     unseen = random_inputs_like(inputs, seed=11)
     with tempfile.TemporaryDirectory() as work:
         fp32, prepared, int8 = (os.path.join(work, f) for f in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
@@ -67,10 +74,17 @@ def probe(name: str, threads: int, seconds: float) -> dict:
                                            {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
                                             "PERFORMANCE_HINT": "LATENCY"})
         systems["openvino default"] = lambda *xs: list(compiled([x.numpy() for x in xs]).values())
+        import accelc
+
+        fast = accelc.accelerate(model, inputs, backend="onnxruntime", precision="int8", calibration=calibration[1:],
+                                 dynamic={"height": False, "width": False})
+        row["accelc_passes"] = {p["name"]: p["status"] for p in fast.report["onnx"]["onnx_passes"]
+                                if p["name"].startswith("quantize")}
+        systems["accelc int8 calibrated"] = lambda *xs: [first_tensor(fast(*xs)).numpy()]
         with torch.inference_mode():
             expected = model(*unseen)
-        expected = expected if isinstance(expected, torch.Tensor) else expected[0]
-        row = {"sample": name, "errors": {}}
+        expected = first_tensor(expected)
+        row["errors"] = {}
         for label, call in systems.items():
             got = np.asarray(call(*unseen)[0])
             row["errors"][label] = float(np.abs(got - expected.numpy()).max() / np.abs(expected.numpy()).max())
@@ -81,7 +95,7 @@ def probe(name: str, threads: int, seconds: float) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="resnet50,cnn")
+    parser.add_argument("--models", default="resnet50,cnn,multibranch_cnn")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args(argv)
