@@ -78,11 +78,17 @@ def main(argv=None) -> int:
                        **one_build(os.path.abspath(checkout), name, backend, args.threads)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump({"cpu_flags": cpu_flags(), "threads": args.threads,
-                   "command": "python benchmarks/bench_build_ab.py " + " ".join(sys.argv[1:]), "rows": rows}, f, indent=1)
-        f.write("\n")
+    write_rows(args.out, args.threads, rows)
     return 0
+
+
+def write_rows(path: str, threads: int, rows: list) -> None:
+    """An A/B's rows as JSON, with the CPU flags, the threads and the command that made them."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"cpu_flags": cpu_flags(), "threads": threads,
+                   "command": "python " + os.path.relpath(sys.argv[0], REPO) + " " + " ".join(sys.argv[1:]),
+                   "rows": rows}, f, indent=1)
+        f.write("\n")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench_build_ab import CHECKOUT_PASSES  # noqa: E402
-from bench_guard import cpu_flags  # noqa: E402
+from bench_build_ab import CHECKOUT_PASSES, write_rows  # noqa: E402
 from run_suite import load_sample, sample_inputs, sample_model  # noqa: E402
 
 ONE_BUILD = """
@@ -124,10 +123,7 @@ def main(argv=None) -> int:
                            **one_build(checkout, name, "auto", "auto", args.threads, "")}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump({"cpu_flags": cpu_flags(), "threads": args.threads,
-                   "command": "python benchmarks/bench_int8_ab.py " + " ".join(sys.argv[1:]), "rows": rows}, f, indent=1)
-        f.write("\n")
+    write_rows(args.out, args.threads, rows)
     return 0
 
 
