@@ -66,15 +66,18 @@ def float_convolutions(model: ir.Model) -> list[ir.Node]:
 
 
 def int8_region(model: ir.Model, convs: list[ir.Node]) -> list[ir.Node]:
-    """``convs`` and every node reached from one through :data:`INT8_FRIENDLY` ops only."""
-    region, stack = {}, list(convs)
-    while stack:
-        node = stack.pop()
-        if id(node) in region:
+    """``convs`` and the :data:`INT8_FRIENDLY` nodes whose every float input comes from the region
+    or is a constant, in graph order. ResNet's residual Add (both branches convolutions) joins;
+    a transformer's residual Add, whose other input is an attention or MLP output, does not: the
+    residual stream of ViT, after its patch convolution, stays fp32."""
+    region: set[int] = {id(node) for node in convs}
+    for node in model.graph:  # producers come first: a node's inputs are decided before it
+        if id(node) in region or node.domain != "" or node.op_type not in INT8_FRIENDLY:
             continue
-        region[id(node)] = node
-        stack.extend(user for out in node.outputs for user, _ in out.uses()
-                     if user.domain == "" and user.op_type in INT8_FRIENDLY)
+        data = [v for v in node.inputs if v is not None and v.dtype in (None, ir.DataType.FLOAT)]
+        inside = [v for v in data if v.producer() is not None and id(v.producer()) in region]
+        if inside and all(v in inside or v.const_value is not None for v in data):
+            region.add(id(node))
     return [node for node in model.graph if id(node) in region]
 
 

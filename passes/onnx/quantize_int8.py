@@ -163,7 +163,8 @@ def quantise(model: ir.Model, weight_bits: int, exclude: frozenset = frozenset()
                           [x_q, w_q, x_scale, w_scale, x_zero, *([None, bias] if bias else [])], name=f"{node.name}_int8")
         replaced = [node] + ([add] if add is not None else [])
         out = replaced[-1].outputs[0]
-        new.outputs[0].dtype, new.outputs[0].shape = out.dtype, out.shape
+        if out.type is not None:  # unknown after a pass that dropped the shapes (a contrib op's output)
+            new.outputs[0].type, new.outputs[0].shape = out.type, out.shape
         ir.convenience.replace_nodes_and_values(model.graph, replaced[-1], replaced, [new], [out], [new.outputs[0]])
     if layers:
         model.opset_imports.setdefault(MICROSOFT, 1)

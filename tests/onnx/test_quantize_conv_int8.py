@@ -189,3 +189,27 @@ def test_precision_auto_hands_the_calibration_to_its_int8_candidate(monkeypatch)
     assert ("int8", 2) in seen, seen
     (int8,) = [c for c in fast.report["precision_candidates"] if c["precision"] == "int8"]
     assert int8["max_rel_error"] is not None
+
+
+def test_the_int8_region_takes_a_residual_add_of_two_convolutions_but_not_one_with_an_outside_input():
+    """int8_region: a node joins when every float input comes from the region or is a constant,
+    so ResNet's residual Add (both branches convolutions) stays uint8, while an Add whose other
+    input is computed outside (a transformer's residual stream, a skip from the graph input)
+    stays fp32, and the nodes after it too."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from accelc_passes.onnx.quantize_conv_int8 import float_convolutions, int8_region
+
+    w = numpy_helper.from_array(np.ones((3, 3, 1, 1), np.float32), "W")
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c1"], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "W"], ["c2"], name="conv2"),
+             helper.make_node("Add", ["r1", "c2"], ["residual"], name="residual"),
+             helper.make_node("Add", ["residual", "x"], ["skip"], name="skip"),
+             helper.make_node("Relu", ["skip"], ["y"], name="after_skip")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    model = ir.serde.deserialize_model(helper.make_model(graph, ir_version=10,
+                                                         opset_imports=[helper.make_opsetid("", 20)]))
+    region = int8_region(model, float_convolutions(model))
+    assert [n.name for n in region] == ["conv1", "relu1", "conv2", "residual"]

@@ -131,3 +131,20 @@ def test_idempotent_and_off_above_int8():
     twice, result, ctx = _quantised(once)
     assert not result.modified and [n.op_type for n in twice.graph.node] == [n.op_type for n in once.graph.node]
     assert any("no MatMul or Gemm" in r.reason for r in ctx.refusals)
+
+
+def test_a_layer_whose_output_has_no_recorded_type_serialises():
+    """After a pass that drops the recorded shapes (quantize_conv_int8 reloads its quantiser's
+    model; a contrib op's output cannot be typed), the op written keeps the output untyped."""
+    w = numpy_helper.from_array(np.random.default_rng(1).normal(size=(K, N)).astype(np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["h"], name="layer"), helper.make_node("Relu", ["h"], ["y"], name="relu")],
+        "untyped", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
+    assert ir.serde.deserialize_model(proto).graph.node(0).outputs[0].type is None
+    new, result, _ = _quantised(proto)
+    assert result.stats["quantised"] == 1
+    x = np.random.default_rng(2).normal(size=(3, K)).astype(np.float32)
+    got, exact = _run(new, x)["y"], _run(proto, x)["y"]
+    assert np.abs(got - exact).max() / np.abs(exact).max() < 0.05
