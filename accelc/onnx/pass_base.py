@@ -36,6 +36,18 @@ OnnxPassContext = PassContext
 OnnxRefusal = Refusal
 
 
+def bias_length(value: ir.Value | None) -> int | None:
+    """N when ``value`` is a constant that varies along its last axis only ((N,) or (1, …, 1, N)):
+    a bias over N output features; else None."""
+    const = None if value is None else value.const_value
+    if const is None:
+        return None
+    shape = tuple(const.shape)
+    if not shape or any(d != 1 for d in shape[:-1]):
+        return None
+    return shape[-1]
+
+
 def count_ops(model: ir.Model, *op_types: str) -> int:
     """How many nodes of ``model`` (subgraphs included) have one of ``op_types``."""
     return sum(1 for node in model.graph.all_nodes() if node.op_type in op_types)
@@ -47,6 +59,6 @@ class OnnxPass(Pass):
     ir: ClassVar[str] = "onnx"
 
 
-__all__ = ["OnnxPass", "OnnxPassContext", "OnnxRefusal", "PassResult", "UniqueNames", "count_ops", "cpu_has_int8_dot_products",
+__all__ = ["OnnxPass", "OnnxPassContext", "OnnxRefusal", "PassResult", "UniqueNames", "bias_length", "count_ops", "cpu_has_int8_dot_products",
            "evaluate_shape_only", "hiding_bias", "masked_attention", "plain_self_attention_blocker", "sample_shape_only",
            "same_at_every_size", "shape_only_closure"]

@@ -18,18 +18,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult
-
-
-def _bias_length(bias: ir.Value) -> int | None:
-    """N when ``bias`` is a constant that only varies along the last axis (N,) / (1, …, 1, N)."""
-    const = bias.const_value
-    if const is None:
-        return None
-    shape = tuple(const.shape)
-    if not shape or any(d != 1 for d in shape[:-1]):
-        return None
-    return shape[-1]
+from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, bias_length
 
 
 class MatMulBiasToGemm(pattern.RewriteRuleClassBase):
@@ -40,7 +29,7 @@ class MatMulBiasToGemm(pattern.RewriteRuleClassBase):
         result = pattern.MatchResult()
         if weight.const_value is None or len(weight.const_value.shape) != 2:
             return result.fail("the weight is not a 2-D constant")
-        if _bias_length(bias) != weight.const_value.shape[1]:
+        if bias_length(bias) != weight.const_value.shape[1]:
             return result.fail("the addend is not a bias over the output features")
         if x.shape is None or len(x.shape) < 2 or x.dtype != ir.DataType.FLOAT:
             return result.fail("the input's rank is unknown, below 2, or not float32")

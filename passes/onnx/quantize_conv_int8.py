@@ -12,8 +12,8 @@ ONNX Runtime fuses each DQ → Conv → Q group into QLinearConv, whose integer 
 the CPU's VNNI (or AMX) instructions. The ops downstream of a convolution that ORT also runs on
 uint8 tensors (Relu, Clip, pooling, Add, Concat, reshapes; :data:`INT8_FRIENDLY`) are
 quantised with it, so that activations stay uint8 from one convolution to the next instead of
-going back to fp32 between them (the small CNN: 0.24 ms against 0.37 with Conv alone; ResNet-50
-12.6 against 13.8; `benchmarks/results/int8.md`). Without VNNI the weights get 7 bits, as in
+going back to fp32 between them: on the samples this route is as fast as ORT's static
+quantisation of every op (`benchmarks/results/int8.md`). Without VNNI the weights get 7 bits, as in
 quantize_int8, so that the int16 pair sums cannot saturate.
 
 Unlike quantize_int8, which quantises a MatMul's input anew at every call, this fixes every
@@ -42,7 +42,6 @@ from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, cpu_has
 
 from . import int8_sensitivity as sensitivity
 
-log = logging.getLogger(__name__)
 
 # Ops ONNX Runtime runs on uint8 tensors between QDQ pairs (its QDQ selectors), taken into the
 # int8 region when a convolution's output reaches them. MatMul and Gemm are not: quantize_int8
@@ -147,8 +146,8 @@ class QuantizeConvInt8(OnnxPass):
             onnx.save(proto, src)
             quantize_static(src, dst, _Sets(feeds), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=sorted({n.op_type for n in region}),
-                            nodes_to_quantize=[n.name for n in region], per_channel=True, reduce_range=weight_bits == 7, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_quantize=[n.name for n in region], per_channel=True,
+                            reduce_range=weight_bits == 7, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
             new = ir.serde.deserialize_model(onnx.load(dst))
         quantised = convs - len(float_convolutions(new))

@@ -43,7 +43,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, cpu_has_int8_dot_products
+from accelc.onnx.pass_base import OnnxPass, OnnxPassContext, PassResult, bias_length, cpu_has_int8_dot_products
 
 from . import int8_sensitivity as sensitivity
 
@@ -107,13 +107,9 @@ def quantisable_layers(model: ir.Model) -> list[ir.Node]:
 
 def _bias_of(value: ir.Value | None, columns: int) -> np.ndarray | None:
     """``value`` as a (columns,) float bias, when it is a constant that varies along the last axis only."""
-    const = None if value is None else value.const_value
-    if const is None or const.dtype != ir.DataType.FLOAT:
+    if bias_length(value) != columns or value.const_value.dtype != ir.DataType.FLOAT:
         return None
-    shape = tuple(const.shape)
-    if not shape or shape[-1] != columns or any(d != 1 for d in shape[:-1]):
-        return None
-    return const.numpy().reshape(-1)
+    return value.const_value.numpy().reshape(-1)
 
 
 def _absorbed_bias(node: ir.Node, columns: int) -> tuple[ir.Node | None, np.ndarray | None]:
@@ -247,8 +243,7 @@ def _within_budget(model: ir.Model, weight_bits: int, ctx) -> tuple[dict[str, fl
     error = error_without([])
     if error <= ctx.error_budget:
         return {}, error
-    taken = {node.name for node in quantisable_layers(model)}  # a scaled Gemm is measured but not quantised
-    errors = {name: e for name, e in sensitivity.layer_errors(proto, feeds, weight_bits).items() if name in taken}
+    errors = sensitivity.layer_errors(proto, feeds, weight_bits, {node.name for node in quantisable_layers(model)})
     ranked = sensitivity.ranked(proto, errors)
     first, count = error, 1
     while count <= len(ranked) // 2:
