@@ -29,9 +29,9 @@ from torch.utils import _pytree as pytree
 
 from ..pass_base import Pass, PassContext
 from ..runtime.onnxruntime import MODEL_FILE, OrtRuntime
-from .export import (OnnxExport, PendingWrite, export_graph, save_with_external_data, serialized, torchscript_input_names,
-                     write_file)
-from .optimize import optimize_onnx, without_unused_initializers
+from .export import OnnxExport, PendingWrite, export_graph, torchscript_input_names
+from .optimize import optimize_onnx
+from .weights_apart import WeightsApart
 from .partial import build_partial, unexportable_nodes
 
 
@@ -149,28 +149,26 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
     path = os.path.join(workdir, MODEL_FILE)
     # On the CPU the stage's check runs its result in the runtime that will serve it, which is
     # then this build's (no second session); on CUDA the check's CPU sessions are not the runtime's.
-    serving = ((lambda data: OrtRuntime(path, device, meta, ctx.precision, model_bytes=data, open_dynamic=True))
+    serving = ((lambda apart: OrtRuntime(path, device, meta, ctx.precision, model_in_memory=apart, open_dynamic=True))
                if device.type == "cpu" else None)
-    stage = optimize_onnx(exported.model, checked, meta, ctx, workdir, passes, on_progress=on_progress,
-                          open_runtime=serving)
-    model, records = stage.model, stage.records
-    data, pending = _write_model(model, path, device, stage.data)
+    stage = optimize_onnx(exported.model, checked, meta, ctx, passes, on_progress=on_progress, open_runtime=serving)
+    records = stage.records
+    pending = _write_model(stage.model, path, device)
     if stage.runtime is not None:
         runtime = stage.runtime
         runtime.attach_file(pending, workdir if owned else None)
         if not skipped:  # its answers on every case, in their order: the caller's check compares them
             runtime.checked_answers = stage.answers
     else:
-        runtime = OrtRuntime(path, device, meta, ctx.precision, owned_dir=workdir if owned else None, model_bytes=data,
-                             pending_write=pending)
-    del data  # the session has its own copy; the writer holds these bytes until the file is whole
+        runtime = OrtRuntime(path, device, meta, ctx.precision, owned_dir=workdir if owned else None,
+                             model_in_memory=stage.model if pending is not None else None, pending_write=pending)
     meta["disabled_fusions"] = runtime.providers["disabled_fusions"]  # saved in meta.json for plain-ORT users
     report = {
         "export": exported.as_dict(),
         "opset": exported.opset,
         "providers": runtime.providers,
         "onnx_passes": [r.as_dict() for r in records],
-        "nodes": {"exported": len(exported.model.graph.node), "optimised": len(model.graph.node)},
+        "nodes": {"exported": len(exported.model.graph.node), "optimised": len(stage.model.proto.graph.node)},
         "probes": {"checked": len(checked) - 1, "skipped": skipped,
                    **({"why_skipped": "the ONNX model has static shapes (see export.attempts)"} if skipped else {})},
         "seconds": round(time.perf_counter() - start, 3),
@@ -178,21 +176,15 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
     return runtime, report
 
 
-def _write_model(model: onnx.ModelProto, path: str, device: torch.device,
-                 data: bytes | None) -> tuple[bytes | None, PendingWrite | None]:
-    """Write ``model`` (``data``: it serialised, when the onnx stage's check has that already) to
-    ``path``. On the CPU the file is written on a thread while the session opens from the same
-    bytes, returned with the write; past 2 GB (external data) and for the GPU providers
-    (TensorRT's caches key on the file) it is written first, and (None, None)."""
-    if data is None:
-        data = serialized(without_unused_initializers(model))
-    if data is None:
-        save_with_external_data(model, path)
-        return None, None
+def _write_model(model: WeightsApart, path: str, device: torch.device) -> PendingWrite | None:
+    """Write ``model`` to ``path`` (model.onnx, its weights in model.onnx.data beside it). On the
+    CPU the files are written on a thread while the session opens from memory (the write is
+    returned); for the GPU providers (TensorRT's caches key on the file) they are written first,
+    and None."""
     if device.type != "cpu":
-        write_file(path, data)
-        return None, None
-    return data, PendingWrite(path, data)
+        model.write(path)
+        return None
+    return PendingWrite(path, model)
 
 
 def _output_spec(gm: torch.fx.GraphModule) -> pytree.TreeSpec:

@@ -14,7 +14,7 @@ annotation). ``None`` exports every shape static.
 
 torch.export specialises sizes 0 and 1, so an example whose dynamic dim is 1 is grown first (the
 tensor repeated along that dim); the caller verifies size 1 itself.
-Models whose weights exceed 2 GB are saved with external data (protobuf's 2 GB limit).
+The runtimes open and save a model with its weights apart (:mod:`accelc.onnx.weights_apart`).
 """
 
 from __future__ import annotations
@@ -356,46 +356,22 @@ def _result(model: onnx.ModelProto, exporter: str, start: float, attempts: list[
     )
 
 
-def write_file(path: str, data: bytes) -> None:
-    """``data`` (a serialised model) to ``path``."""
-    with open(path, "wb") as f:
-        f.write(data)
-
-
 class PendingWrite:
-    """``data`` (a serialised model) being written to ``path`` on a thread of its own while the
-    build goes on. The file is read only later (ONNX Runtime's session for other sizes,
-    ``save()``), after :meth:`wait`; the session meanwhile opens from the same bytes. Writing
-    BERT-base's model.onnx cost a second of every build (the write releases the GIL)."""
+    """``model`` (:class:`accelc.onnx.weights_apart.WeightsApart`) being written to ``path``
+    (model.onnx and model.onnx.data) on a thread of its own while the build goes on. The files
+    are read only later (ONNX Runtime's session for other sizes, ``save()``), after :meth:`wait`;
+    the session meanwhile opens from memory. Writing BERT-base's model cost a second of every
+    build (the write releases the GIL)."""
 
-    def __init__(self, path: str, data: bytes):
+    def __init__(self, path: str, model):
         self.path = path
-        self._write = Background(lambda: write_file(path, data), "accelc-model-write")
+        self._write = Background(lambda: model.write(path), "accelc-model-write")
 
     def wait(self) -> str:
-        """The path, once the file is whole; raises what the write raised."""
+        """The path, once the files are whole; raises what the write raised."""
         self._write.result()
         return self.path
 
 
-def save_with_external_data(model: onnx.ModelProto, path: str) -> None:
-    """Write ``model`` to ``path`` with its weights in ``<name>.data`` beside it: the form of a
-    model past protobuf's 2 GB limit (for a caller that already knows :func:`serialized` fails)."""
-    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=os.path.basename(path) + ".data", size_threshold=1024)
-
-
-def serialized(model: onnx.ModelProto) -> bytes | None:
-    """``model`` as bytes (what ONNX Runtime and OpenVINO open without a file), or None past
-    protobuf's 2 GB limit. Serialising once is the cost: ``ByteSize`` first would walk the
-    weights a second time (0.8 s on BERT-base)."""
-    from google.protobuf.message import EncodeError
-
-    try:
-        return model.SerializeToString()
-    except (EncodeError, ValueError):
-        return None
-
-
-__all__ = ["export_graph", "write_file", "PendingWrite", "OnnxExport", "OnnxExportError", "OPSET", "serialized", "save_with_external_data", "dim_names", "grow_inputs", "is_dynamic",
+__all__ = ["export_graph", "PendingWrite", "OnnxExport", "OnnxExportError", "OPSET", "dim_names", "grow_inputs", "is_dynamic",
            "model_dynamic_axes", "rename_dim_params", "torchscript_input_names"]

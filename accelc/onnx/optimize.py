@@ -17,7 +17,6 @@ into the graph, is rolled back.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,14 +30,14 @@ from ..pass_base import Pass, PassContext
 from ..pass_manager import FIRED, PassManager, PassRecord
 from ..stages import ONNX
 from ..verify import Comparison, Verifier, run_detached, tolerance_for_precision
-from .export import save_with_external_data, serialized
 from .session import disabled_fusions, session_options
+from .weights_apart import WeightsApart, weights_apart, without_unused_initializers
 
 log = logging.getLogger(__name__)
 
 
-def run_all_in_ort(model: onnx.ModelProto | bytes, input_sets: list[tuple], arg_names: list[str],
-                   workdir: str) -> list[list[torch.Tensor]]:
+def run_all_in_ort(model: "onnx.ModelProto | WeightsApart", input_sets: list[tuple],
+                   arg_names: list[str]) -> list[list[torch.Tensor]]:
     """Outputs of ``model`` on each input set, from one CPU InferenceSession.
 
     The session optimises at ORT's basic level (constant folding, redundant nodes), not with its
@@ -48,14 +47,12 @@ def run_all_in_ort(model: onnx.ModelProto | bytes, input_sets: list[tuple], arg_
     """
     import onnxruntime as ort
 
-    # opened from memory: writing BERT-base to disk costs a second
-    source = model if isinstance(model, bytes) else serialized(model)
-    if source is None:  # past 2 GB: the weights go to a file beside the model
-        source = os.path.join(workdir, "candidate.onnx")
-        save_with_external_data(model, source)
+    # opened from memory, the weights handed over as arrays (accelc.onnx.weights_apart)
+    source = model if isinstance(model, WeightsApart) else weights_apart(model)
     options = session_options()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"],
+    source.add_to(options)
+    session = ort.InferenceSession(source.graph_bytes, sess_options=options, providers=["CPUExecutionProvider"],
                                    disabled_optimizers=disabled_fusions("CPUExecutionProvider"))
     results = []
     for inputs in input_sets:
@@ -67,17 +64,16 @@ def run_all_in_ort(model: onnx.ModelProto | bytes, input_sets: list[tuple], arg_
     return results
 
 
-def run_in_ort(model: onnx.ModelProto, inputs: tuple, arg_names: list[str], workdir: str) -> list[torch.Tensor]:
+def run_in_ort(model: onnx.ModelProto, inputs: tuple, arg_names: list[str]) -> list[torch.Tensor]:
     """Outputs of ``model`` on ``inputs`` in a CPU InferenceSession, as torch tensors."""
-    return run_all_in_ort(model, [inputs], arg_names, workdir)[0]
+    return run_all_in_ort(model, [inputs], arg_names)[0]
 
 
-def check_in_ort(model: onnx.ModelProto | bytes, cases: list[tuple[tuple, list]], arg_names: list[str], workdir: str,
+def check_in_ort(model: "onnx.ModelProto | WeightsApart", cases: list[tuple[tuple, list]], arg_names: list[str],
                  tolerance_of) -> Comparison:
     """``model`` against the reference outputs of every (inputs, reference) case; the first
     failure names the input shapes it happened at, else the worst error over all cases."""
-    return _against(cases, tolerance_of).compare(run_all_in_ort(model, [inputs for inputs, _ in cases], arg_names,
-                                                                  workdir))
+    return _against(cases, tolerance_of).compare(run_all_in_ort(model, [inputs for inputs, _ in cases], arg_names))
 
 
 def _against(cases: list[tuple[tuple, list]], tolerance_of) -> Verifier:
@@ -91,49 +87,44 @@ class OrtVerifier:
     """The pass manager's verifier for ONNX models: a candidate is run in ORT on every (inputs,
     reference outputs) case and compared with the references.
 
-    With ``open_runtime`` (bytes → the runtime that would serve them: ORT's full optimisation,
-    its sessions pinned and dynamic), a candidate is first run by that very runtime: when it
-    passes, the runtime is the stage's (:attr:`served`), with its answers on the cases, and no
-    second session is opened for it (GPT-2: the check's session, 2-2.5 s). When it fails, or
-    without ``open_runtime`` (CUDA: the runtime's sessions are not the CPU's), the candidate is
-    judged by itself, in a CPU session at ORT's basic level (:func:`check_in_ort`): the first
-    failure may be ORT's own fusions, not a pass, and the bisection that follows finds the pass
-    to blame at that level. From then on every candidate is judged so.
+    With ``open_runtime`` (the model as :class:`WeightsApart` → the runtime that would serve it:
+    ORT's full optimisation, its sessions pinned and dynamic), a candidate is first run by that
+    very runtime: when it passes, the runtime is the stage's (:attr:`served`), with its answers on
+    the cases, and no second session is opened for it (GPT-2: the check's session, 2-2.5 s). When
+    it fails, or without ``open_runtime`` (CUDA: the runtime's sessions are not the CPU's), the
+    candidate is judged by itself, in a CPU session at ORT's basic level (:func:`check_in_ort`):
+    the first failure may be ORT's own fusions, not a pass, and the bisection that follows finds
+    the pass to blame at that level. From then on every candidate is judged so.
 
     The references stay the caller's (eager's answers, or the graph module's) for the whole
     stage: each pass is judged against them, not against the model before it, so the errors of
     successive passes cannot add up unseen. Hence :meth:`accept` keeps nothing.
     """
 
-    def __init__(self, cases: list[tuple[tuple, list]], arg_names: list[str], workdir: str, tolerance_of,
-                 open_runtime=None):
+    def __init__(self, cases: list[tuple[tuple, list]], arg_names: list[str], tolerance_of, open_runtime=None):
         self.cases = cases
         self.arg_names = arg_names
-        self.workdir = workdir
         self.tolerance_of = tolerance_of
         self.open_runtime = open_runtime
-        self.passed: tuple[ir.Model, onnx.ModelProto, bytes] | None = None  # the last that passed, as proto and bytes
+        self.passed: tuple[ir.Model, WeightsApart] | None = None  # the last that passed, as model.onnx will hold it
         self.served: tuple[ir.Model, object, list] | None = None  # (model, its runtime, its answers)
 
     def check(self, model: ir.Model) -> tuple[Comparison, None]:
-        proto = without_unused_initializers(ir.serde.serialize_model(model))
-        data = serialized(proto)  # None past 2 GB: check_in_ort then writes external data
+        apart = weights_apart(model)
         self.served = None
-        comparison = self._check_served(model, data) if self.open_runtime is not None and data is not None else None
+        comparison = self._check_served(model, apart) if self.open_runtime is not None else None
         if comparison is None or not comparison.ok:
             self.open_runtime = None
-            comparison = check_in_ort(proto if data is None else data, self.cases, self.arg_names, self.workdir,
-                                      self.tolerance_of)
-        # A model that passed is, as proto and bytes, what model.onnx will be when it is the
-        # stage's result: serialising GPT-2 again cost 1-2 s.
-        self.passed = (model, proto, data) if comparison.ok and data is not None else None
+            comparison = check_in_ort(apart, self.cases, self.arg_names, self.tolerance_of)
+        # A model that passed is, in this form, what model.onnx will be when it is the stage's result.
+        self.passed = (model, apart) if comparison.ok else None
         return comparison, None
 
-    def _check_served(self, model: ir.Model, data: bytes) -> Comparison | None:
+    def _check_served(self, model: ir.Model, apart: WeightsApart) -> Comparison | None:
         """``model`` run by the runtime that would serve it, on every case; None when that
         runtime cannot be opened or raises."""
         try:
-            runtime = self.open_runtime(data)
+            runtime = self.open_runtime(apart)
             answers = [pytree.tree_leaves(run_detached(runtime, inputs)) for inputs, _ in self.cases]
         except Exception:  # judged at the basic level instead, which says what fails
             log.debug("the onnx stage's candidate failed in the serving runtime", exc_info=True)
@@ -147,7 +138,7 @@ class OrtVerifier:
         pass
 
 
-def optimize_onnx(model: onnx.ModelProto, cases: list[tuple[tuple, list]], meta: dict, ctx: PassContext, workdir: str,
+def optimize_onnx(model: onnx.ModelProto, cases: list[tuple[tuple, list]], meta: dict, ctx: PassContext,
                   passes: list[Pass], on_progress=None, open_runtime=None) -> "StageResult":
     """Run ``passes`` (ONNX passes, in order) on ``model``; returns the :class:`StageResult`.
 
@@ -155,51 +146,31 @@ def optimize_onnx(model: onnx.ModelProto, cases: list[tuple[tuple, list]], meta:
     sizes for a model with dynamic ones; ``meta["arg_names"]`` maps the model's inputs to
     positions in them. The stage's result is kept only if ORT matches every reference at the
     tolerance of ``ctx.precision``; else the first wrong pass is found and rolled back. What
-    the passes refuse goes to ``ctx.refusals`` (stage "onnx"). ``open_runtime`` (bytes → the
-    runtime that serves them) lets the check run the result in the runtime that will serve it
-    (:class:`OrtVerifier`).
+    the passes refuse goes to ``ctx.refusals`` (stage "onnx"). ``open_runtime`` (the model as
+    :class:`WeightsApart` → the runtime that serves it) lets the check run the result in the
+    runtime that will serve it (:class:`OrtVerifier`).
     """
-    verifier = OrtVerifier(cases, meta["arg_names"], workdir, tolerance_for_precision(ctx.precision), open_runtime)
+    verifier = OrtVerifier(cases, meta["arg_names"], tolerance_for_precision(ctx.precision), open_runtime)
     manager = PassManager(passes, on_progress=on_progress, stage=ONNX, ir="onnx", verifier=verifier)
     result, records = manager.run(ir.serde.deserialize_model(model), ctx)
     if not any(r.status == FIRED for r in records):
-        return StageResult(model, records)  # the export as it came, not a round trip of it
+        return StageResult(weights_apart(model), records)  # the export as it came, not a round trip of it
     served = verifier.served if verifier.served is not None and verifier.served[0] is result else (None, None, None)
     if verifier.passed is not None and verifier.passed[0] is result:
-        return StageResult(verifier.passed[1], records, verifier.passed[2], *served[1:])
-    return StageResult(without_unused_initializers(ir.serde.serialize_model(result)), records, None, *served[1:])
+        return StageResult(verifier.passed[1], records, *served[1:])
+    return StageResult(weights_apart(result), records, *served[1:])
 
 
 @dataclass
 class StageResult:
-    """What the onnx stage hands the build: the model, one record per pass, the model serialised
-    (unused initializers dropped) when the stage's check made those bytes already, and the
-    runtime that ran the check, with its answers on the cases, when it was the serving one."""
+    """What the onnx stage hands the build: the model (:class:`WeightsApart`: its graph, the
+    weights apart), one record per pass, and the runtime that ran the check, with its answers on
+    the cases, when it was the serving one."""
 
-    model: onnx.ModelProto
+    model: WeightsApart
     records: list[PassRecord]
-    data: bytes | None = None
     runtime: object | None = None
     answers: list | None = None
-
-
-def without_unused_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` without initializers no node reads (what the exporter and folding passes leave
-    behind): plain ONNX Runtime warns once per unused initializer when it loads a model."""
-    used = {name for node in _all_nodes(model.graph) for name in node.input} | {o.name for o in model.graph.output}
-    # Deleted in place, last first: rebuilding the list copied every weight (1.3 s on GPT-2).
-    for index in reversed([i for i, init in enumerate(model.graph.initializer) if init.name not in used]):
-        del model.graph.initializer[index]
-    return model
-
-
-def _all_nodes(graph: onnx.GraphProto):
-    """Every node of ``graph`` and of the subgraphs (If branches, loops) inside it."""
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                yield from _all_nodes(sub)
 
 
 __all__ = ["without_unused_initializers", "optimize_onnx", "StageResult", "OrtVerifier", "run_in_ort", "run_all_in_ort",

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import ArtifactError
 from ..source import first_line
+
+if TYPE_CHECKING:
+    from .weights_apart import WeightsApart
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +75,10 @@ def session_options(threads: int | None = None, pinned_dims: dict[str, int] | No
     return options
 
 
-def open_session(model: str | bytes, device: torch.device, folder: str, precision: str = "fp32",
+def open_session(model: "str | WeightsApart", device: torch.device, folder: str, precision: str = "fp32",
                  cuda_graph: bool = False, threads: int | None = None, pinned_dims: dict[str, int] | None = None):
     """An InferenceSession on the best provider that initialises, on ``model`` (a path, or the
-    serialised model); returns (session, record)."""
+    model in memory as :class:`accelc.onnx.weights_apart.WeightsApart`); returns (session, record)."""
     ort = _ort()
     plan = provider_plan(device, folder, precision)
     record: dict = {"tried": [], "used": None, "fallbacks": []}
@@ -91,8 +95,13 @@ def open_session(model: str | bytes, device: torch.device, folder: str, precisio
         record["tried"].append(wanted)
         if wanted == "TensorrtExecutionProvider":
             os.makedirs(chain[0][1]["trt_engine_cache_path"], exist_ok=True)
+        options = session_options(threads, pinned_dims)
+        source = model
+        if not isinstance(model, str):
+            model.add_to(options)
+            source = model.graph_bytes
         try:
-            session = ort.InferenceSession(model, sess_options=session_options(threads, pinned_dims),
+            session = ort.InferenceSession(source, sess_options=options,
                                            providers=[n for n, _ in chain], provider_options=[o for _, o in chain],
                                            disabled_optimizers=disabled_fusions(wanted))
         except Exception as exc:  # a provider's library or options failed: try the next one

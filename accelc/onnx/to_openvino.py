@@ -21,13 +21,10 @@ normalisations and softmax accumulations in f32.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shutil
 import tempfile
 import time
-import warnings
 
 import torch
 import torch.fx
@@ -36,7 +33,8 @@ from torch.utils import _pytree as pytree
 from ..background import Background
 from ..runtime.openvino import MODEL_XML, OpenVinoRuntime, openvino_reason, shared_core
 from .build import cpu_values, export_for_runtimes, on_cpu, runtime_meta
-from .export import OnnxExport, save_with_external_data, serialized
+from .export import OnnxExport
+from .weights_apart import DATA_SUFFIX, MODEL_NAME, WeightsApart, weights_apart
 
 
 class OpenVinoBuildError(RuntimeError):
@@ -66,8 +64,6 @@ def start_openvino_build(gm: torch.fx.GraphModule, example_inputs: tuple, precis
     stage's Python passes). What reads the caller's state (the export, its serialised bytes, the
     thread count) is done here, before the thread starts; the thread touches no stdout or warning
     filter of the process's."""
-    import openvino as ov
-
     start = time.perf_counter()
     inputs = cpu_values(example_inputs)
     gm = on_cpu(gm)
@@ -80,21 +76,18 @@ def start_openvino_build(gm: torch.fx.GraphModule, example_inputs: tuple, precis
             reference = pytree.tree_leaves(gm(*inputs))
     meta = runtime_meta(gm, exported, inputs, reference, precision)
     threads = int(threads or torch.get_num_threads())
-    data = serialized(exported.model)  # None past protobuf's 2 GB: converted from a file, not on a thread
+    # The graph apart from its weights (accelc.onnx.weights_apart): the thread writes them as
+    # files for OpenVINO's ONNX frontend, where serialising the model here held the GIL (GPT-2: 2-3 s).
+    apart = weights_apart(exported.model)
     workdir = tempfile.mkdtemp(prefix="accelc-openvino-")
 
     def work() -> tuple[OpenVinoRuntime, dict]:
         try:
             convert_start = time.perf_counter()
             try:
-                ov_model = _read_onnx(exported.model, data, workdir)
-                ov.save_model(ov_model, os.path.join(workdir, MODEL_XML), compress_to_fp16=False)
+                _convert(apart, workdir)
             except Exception as exc:
                 raise OpenVinoBuildError(f"convert_model: {openvino_reason(exc)}") from exc
-            # Compiled from the IR just written, not from ov_model: the CPU plugin maps the IR's
-            # weights where it copies an in-memory model's (BERT-base: 0.45 s against 1.46 s, more
-            # than writing the IR on a thread would save).
-            del ov_model
             convert_s = time.perf_counter() - convert_start
             compile_start = time.perf_counter()
             try:
@@ -117,26 +110,23 @@ def start_openvino_build(gm: torch.fx.GraphModule, example_inputs: tuple, precis
                                f"{runtime.inference_precision}")
         return runtime, section
 
-    return Background(work, "accelc-openvino-build", on_thread=background and data is not None)
+    return Background(work, "accelc-openvino-build", on_thread=background)
 
 
-def _read_onnx(model, data: bytes | None, workdir: str):
-    """The ONNX model as an ``openvino.Model``, read from memory (``data``: ``model`` serialised;
-    what ``convert_model`` does with a file, without writing BERT-base's 440 MB first); past
-    protobuf's 2 GB limit (``data`` None) from a file with its weights beside it, which is then
-    removed (the IR is what stays)."""
+def _convert(apart: WeightsApart, workdir: str) -> None:
+    """The ONNX model, written to ``workdir`` (model.onnx and its weights), read by OpenVINO's
+    ONNX frontend and saved there as IR; the ONNX files are then removed (the IR is what stays).
+    The IR is compiled from its files, not from the model read here: the CPU plugin maps the
+    IR's weights where it copies an in-memory model's (BERT-base: 0.45 s against 1.46 s)."""
     import openvino as ov
 
-    if data is not None:
-        return shared_core().read_model(data, b"")
-    path = os.path.join(workdir, "exported.onnx")
-    save_with_external_data(model, path)
+    path = os.path.join(workdir, MODEL_NAME)
+    apart.write(path)
     try:
-        with _quiet():  # the Python frontend prints and warns per op
-            return ov.convert_model(path)
+        ov.save_model(shared_core().read_model(path), os.path.join(workdir, MODEL_XML), compress_to_fp16=False)
     finally:
-        for name in os.listdir(workdir):
-            if name.startswith("exported.onnx"):
+        for name in (MODEL_NAME, MODEL_NAME + DATA_SUFFIX):
+            if os.path.exists(os.path.join(workdir, name)):
                 os.remove(os.path.join(workdir, name))
 
 
@@ -153,16 +143,6 @@ def openvino_available() -> str | None:
     except Exception as exc:
         return f"OpenVINO's CPU plugin does not load ({openvino_reason(exc)})"
     return None
-
-
-@contextlib.contextmanager
-def _quiet():
-    """OpenVINO's Python frontend prints and warns per op while converting; the report keeps the
-    outcome. (Process-wide: used only where no other thread runs, see :func:`_read_onnx`.)"""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 __all__ = ["build_openvino_runtime", "start_openvino_build", "openvino_available", "OpenVinoBuildError"]

@@ -52,14 +52,15 @@ class OrtRuntime(torch.nn.Module):
     """
 
     def __init__(self, model_path: str, device: torch.device, meta: dict, precision: str = "fp32",
-                 threads: int | None = None, owned_dir: str | None = None, model_bytes: bytes | None = None,
+                 threads: int | None = None, owned_dir: str | None = None, model_in_memory=None,
                  pending_write=None, open_dynamic: bool = False):
-        """``model_bytes``: the model at ``model_path``, serialised, for the session to open from
-        while ``pending_write`` (an :class:`accelc.onnx.export.PendingWrite`) still writes the
-        file, or before it is written (:meth:`attach_file`). ``open_dynamic``: open the session
-        for other sizes now too, from ``model_bytes``, beside the pinned one, for a caller that
-        calls at other sizes at once (the onnx stage's check): the two opens are ORT's own work,
-        which releases the GIL, so they overlap (GPT-2: 1.5-2 s)."""
+        """``model_in_memory``: the model at ``model_path`` as
+        :class:`accelc.onnx.weights_apart.WeightsApart`, for the session to open from while
+        ``pending_write`` (an :class:`accelc.onnx.export.PendingWrite`) still writes the file, or
+        before it is written (:meth:`attach_file`); it is not kept. ``open_dynamic``: open the
+        session for other sizes now too, from ``model_in_memory``, beside the pinned one, for a
+        caller that calls at other sizes at once (the onnx stage's check): the two opens are
+        ORT's own work, which releases the GIL, so they overlap (GPT-2: 1.5-2 s)."""
         super().__init__()
         self.model_path = model_path
         self._pending_write = pending_write
@@ -77,13 +78,13 @@ class OrtRuntime(torch.nn.Module):
         # plans memory and picks kernels as for a static model: 4-9% faster on ResNet-50 and
         # BERT); a call at other sizes runs on a second, dynamic session, opened at its first use.
         self.pinned_dims = pinned_dims(meta) if self.device.type == "cpu" else {}
-        source = model_bytes if model_bytes is not None else self.model_file()
+        source = model_in_memory if model_in_memory is not None else self.model_file()
         self._dynamic_session = None
         self._dynamic_run = None
         self._dynamic_lock = threading.Lock()
         beside = None
-        if open_dynamic and model_bytes is not None and self.pinned_dims:
-            beside = Background(lambda: open_session(model_bytes, self.device, folder, precision, threads=threads)[0],
+        if open_dynamic and model_in_memory is not None and self.pinned_dims:
+            beside = Background(lambda: open_session(model_in_memory, self.device, folder, precision, threads=threads)[0],
                                 "accelc-ort-open")
         self.session, self.providers = open_session(source, self.device, folder, precision, self.cuda_graph, threads,
                                                     self.pinned_dims)
@@ -219,12 +220,12 @@ class OrtRuntime(torch.nn.Module):
             self._owned()
 
     def save(self, folder: str) -> None:
-        """Write model.onnx (+ external data above 2 GB) and the runtime's metadata into ``folder``."""
+        """Write model.onnx (and model.onnx.data, its weights) and the runtime's metadata into ``folder``."""
         os.makedirs(folder, exist_ok=True)
         target = os.path.join(folder, MODEL_FILE)
         if os.path.abspath(target) != os.path.abspath(self.model_file()):
-            # Copied as they are: the external data file (above 2 GB) is named after the model
-            # file, which is model.onnx in both folders.
+            # Copied as they are: the weights' file is named after the model file, which is
+            # model.onnx in both folders.
             for suffix in ("", ".data"):
                 if os.path.exists(self.model_path + suffix):
                     shutil.copyfile(self.model_path + suffix, target + suffix)

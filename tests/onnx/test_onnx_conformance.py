@@ -28,7 +28,7 @@ SAMPLES = ["mlp", "cnn", "bert", "gpt2", "vit"]
 def test_onnx_pass_on_sample(pass_name, sample, export_root, tmp_path):
     _, inputs, _, gm = captured_dynamic(sample)
     cases = [(x, eager_outputs(sample, x)) for x in [inputs] + [inputs_at(sample, p) for p in POINTS[sample][1:3]]]
-    verifier = OrtVerifier(cases, [n.name for n in gm.graph.nodes if n.op == "placeholder"], str(tmp_path),
+    verifier = OrtVerifier(cases, [n.name for n in gm.graph.nodes if n.op == "placeholder"],
                            tolerance_for_precision("fp32"))
     manager = PassManager([Registry.discover().create("onnx", pass_name)], stage="onnx", verifier=verifier)
     model = ir.serde.deserialize_model(exported_dynamic(sample, export_root).model)

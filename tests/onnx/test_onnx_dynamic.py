@@ -51,7 +51,7 @@ def _matches_eager_everywhere(proto, sample: str, tmp_path, tolerance_of=toleran
     _, _, _, gm = captured_dynamic(sample)
     arg_names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
     feeds = [inputs_at(sample, p, seed=i) for i, p in enumerate(points or POINTS[sample])]
-    for point, feed, got in zip(points or POINTS[sample], feeds, run_all_in_ort(proto, feeds, arg_names, str(tmp_path))):
+    for point, feed, got in zip(points or POINTS[sample], feeds, run_all_in_ort(proto, feeds, arg_names)):
         check = compare_outputs(got, eager_outputs(sample, feed), tolerance_of)
         assert check.ok, f"{sample} at {point}: {check.message}"
 
@@ -137,7 +137,7 @@ def test_export_names_dynamic_axes_and_grows_size_one_examples(tmp_path):
     assert _dim_params(export.model.graph.input) == [["batch", "seq"]]
     assert _dim_params(export.model.graph.output) == [["batch", "seq", 8]]
     feeds = [one] + [(torch.randint(0, 50, shape),) for shape in ((3, 7), (1, 32), (64, 1))]
-    for feed, got in zip(feeds, run_all_in_ort(export.model, feeds, ["ids"], str(tmp_path))):
+    for feed, got in zip(feeds, run_all_in_ort(export.model, feeds, ["ids"])):
         with torch.inference_mode():
             assert compare_outputs(got, [model(*feed)]).ok, feed[0].shape
 
@@ -178,7 +178,7 @@ def test_an_image_model_exports_in_one_trace(tmp_path, monkeypatch):
     assert len(traces) == 1 and export.exporter == "dynamo" and not export.attempts
     assert _dim_params(export.model.graph.input) == [["batch", 3, "height", "width"]]
     feeds = [(torch.randn(shape),) for shape in ((1, 3, 9, 23), (4, 3, 16, 16))]
-    for feed, got in zip(feeds, run_all_in_ort(export.model, feeds, ["x"], str(tmp_path))):
+    for feed, got in zip(feeds, run_all_in_ort(export.model, feeds, ["x"])):
         with torch.inference_mode():
             assert compare_outputs(got, [model(*feed)]).ok, feed[0].shape
 
@@ -227,7 +227,7 @@ def test_torchscript_fallback_keeps_dynamic_axes_only_where_they_hold(tmp_path, 
     cnn = export_module.export_graph(gm, inputs, str(tmp_path / "cnn"), dynamic_shapes=spec)
     assert cnn.exporter == "torchscript" and cnn.dynamic_axes == {"input_0": {0: "batch", 2: "height", 3: "width"}}
     feeds = [inputs_at("cnn", p) for p in POINTS["cnn"]]
-    for feed, got in zip(feeds, run_all_in_ort(cnn.model, feeds, ["input_0"], str(tmp_path))):
+    for feed, got in zip(feeds, run_all_in_ort(cnn.model, feeds, ["input_0"])):
         assert compare_outputs(got, eager_outputs("cnn", feed)).ok
 
     _, inputs, spec, gm = captured_dynamic("gpt2")
@@ -320,8 +320,8 @@ def test_drop_padded_keys_on_dynamic_exports(export_root, tmp_path):
     _matches_eager_everywhere(bert, "bert", tmp_path)
     ids, mask, types = inputs_at("bert", (2, 9))
     mask[1, :3] = 0  # rows padded differently: the masked branch
-    check = compare_outputs(run_all_in_ort(bert, [(ids, mask, types)], ["input_ids", "attention_mask", "token_type_ids"],
-                                           str(tmp_path))[0], eager_outputs("bert", (ids, mask, types)))
+    check = compare_outputs(run_all_in_ort(bert, [(ids, mask, types)], ["input_ids", "attention_mask", "token_type_ids"])[0],
+                            eager_outputs("bert", (ids, mask, types)))
     assert check.ok, check.message
 
     vit, result, _ = _apply("drop_padded_keys", _prepared("vit", export_root, ["fuse_attention"]))
@@ -370,7 +370,7 @@ def test_cleanup_keeps_symbolic_sizes(tmp_path):
     new, result, _ = _apply("cleanup_casts_reshapes", proto)
     assert result.modified and result.stats["casts_removed"] >= 1 and result.stats["shape_ops_removed"] >= 2, result
     feeds = [(torch.randn(b, s, 64),) for b, s in ((1, 1), (3, 7), (8, 33))]
-    before, after = (run_all_in_ort(p, feeds, ["x"], str(tmp_path)) for p in (proto, new))
+    before, after = (run_all_in_ort(p, feeds, ["x"]) for p in (proto, new))
     for (feed,), a, b in zip(feeds, after, before):
         assert a[0].shape == (feed.shape[0] * feed.shape[1], 4, 16)
         torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)

@@ -55,7 +55,7 @@ def _ort_check(proto, sample, tmp_path, tolerance_of=tolerance):
     """The model in ORT on the sample's inputs, compared with eager."""
     _, inputs, gm = captured(sample)
     arg_names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
-    return compare_outputs(run_in_ort(proto, inputs, arg_names, str(tmp_path)), _eager(sample), tolerance_of)
+    return compare_outputs(run_in_ort(proto, inputs, arg_names), _eager(sample), tolerance_of)
 
 
 def _same_in_ort(proto, sample, tmp_path):
@@ -110,7 +110,7 @@ def test_cleanup_removes_what_the_torchscript_exporter_leaves(tmp_path):
     new, result, _ = _apply("cleanup_casts_reshapes", proto)
     assert result.modified and result.stats["shape_ops_removed"] >= 2, result
     assert op_counts(proto)["Reshape"] - op_counts(new)["Reshape"] == result.stats["shape_ops_removed"]
-    check = compare_outputs(run_in_ort(new, inputs, [f"input_{i}" for i in range(len(inputs))], str(tmp_path)), _eager("gpt2"))
+    check = compare_outputs(run_in_ort(new, inputs, [f"input_{i}" for i in range(len(inputs))]), _eager("gpt2"))
     assert check.ok, check.message
     again, result, _ = _apply("cleanup_casts_reshapes", new)
     assert not result.modified
@@ -138,7 +138,7 @@ def test_fold_bias_add_keeps_a_dynamic_batch(tmp_path):
     for batch in (1, 3):
         x = torch.randn(batch, 5, 16)
         with torch.inference_mode():
-            assert compare_outputs(run_in_ort(new, (x,), ["input"], str(tmp_path)), [model(x)]).ok
+            assert compare_outputs(run_in_ort(new, (x,), ["input"]), [model(x)]).ok
 
 
 def test_fast_gelu_matches_the_gelu_op_with_tanh(tmp_path):
@@ -152,7 +152,7 @@ def test_fast_gelu_matches_the_gelu_op_with_tanh(tmp_path):
     new, result, _ = _apply("fuse_fast_gelu", export.model)
     assert result.stats["fast_gelu"] == 1 and op_counts(new).get("FastGelu") == 1, result
     with torch.inference_mode():
-        assert compare_outputs(run_in_ort(new, inputs, ["input"], str(tmp_path)), [model(*inputs)]).ok
+        assert compare_outputs(run_in_ort(new, inputs, ["input"]), [model(*inputs)]).ok
 
 
 @pytest.mark.parametrize("sample", ["bert", "gpt2", "vit"])
@@ -199,7 +199,7 @@ def test_attention_fusion_matches_sdpa_export(tmp_path, mask_kind):
     new, result, _ = _apply("fuse_attention", export.model)
     assert result.stats["fused"] == result.stats["attention_present"] == 1, result
     assert op_counts(new).get("Softmax", 0) == 0
-    got = run_in_ort(new, inputs, ["x", "mask"], str(tmp_path))
+    got = run_in_ort(new, inputs, ["x", "mask"])
     with torch.inference_mode():
         assert compare_outputs(got, [model(*inputs)]).ok
 
@@ -217,7 +217,7 @@ def test_fp16_refused_on_cpu_and_converts_for_cuda(sample, export_root, tmp_path
     assert [i.type.tensor_type.elem_type for i in new.graph.input] == [i.type.tensor_type.elem_type for i in export.model.graph.input]
     assert any(t.data_type == 10 for t in new.graph.initializer)  # FLOAT16
     _, inputs, gm = captured(sample)
-    got = run_in_ort(new, inputs, [n.name for n in gm.graph.nodes if n.op == "placeholder"], str(tmp_path))
+    got = run_in_ort(new, inputs, [n.name for n in gm.graph.nodes if n.op == "placeholder"])
     half = lambda dtype: (2e-2, 2e-2) if dtype.is_floating_point else (0.0, 0.0)  # noqa: E731
     check = compare_outputs(got, _eager(sample), half)
     assert check.ok, check.message
@@ -378,7 +378,7 @@ def test_split_causal_attention_fires_on_gpt2_and_is_exact(split_every_4_rows, s
     names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
     batches = [inputs] if static else [inputs, (torch.cat([inputs[0], inputs[0].flip(1)]),)]
     for feed in batches:  # a dynamic export holds one mask for every batch size
-        before, after = (run_in_ort(p, feed, names, str(tmp_path)) for p in (proto, new))
+        before, after = (run_in_ort(p, feed, names) for p in (proto, new))
         for a, b in zip(after, before):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     _same_in_ort(new, "gpt2", tmp_path)
@@ -401,7 +401,7 @@ def test_split_causal_attention_keeps_keys_sequence_first_under_a_projection_bia
     assert result.stats["split"] == 2 and op_counts(new).get("Transpose", 0) == op_counts(proto).get("Transpose", 0)
     model, inputs, gm = captured("gpt2")
     names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
-    before, after = (run_in_ort(p, inputs, names, str(tmp_path)) for p in (proto, new))
+    before, after = (run_in_ort(p, inputs, names) for p in (proto, new))
     for a, b in zip(after, before):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -455,7 +455,7 @@ def test_drop_padded_keys_fires_on_bert_and_matches_eager_on_both_branches(expor
     for what, feed in feeds.items():
         with torch.inference_mode():
             expected = flat_outputs(model(*feed))
-        check = compare_outputs(run_in_ort(new, feed, names, str(tmp_path)), expected, tolerance)
+        check = compare_outputs(run_in_ort(new, feed, names), expected, tolerance)
         assert check.ok, f"{what}: {check.message}"
     twice, again, _ = _apply("drop_padded_keys", new)
     assert not again.modified and op_counts(twice) == op_counts(new)

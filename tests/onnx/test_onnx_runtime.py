@@ -305,17 +305,17 @@ def test_pinned_and_dynamic_sessions_serve_threads_at_mixed_sizes():
 
 
 def test_the_session_opens_while_model_onnx_is_still_being_written(tmp_path, monkeypatch):
-    """The CPU session opens from the serialised bytes while a thread writes model.onnx; what
-    reads the file (the session for other sizes, save) waits for it, and gets it whole."""
+    """The CPU session opens from memory while a thread writes model.onnx and its weights; what
+    reads the files (the session for other sizes, save) waits for them, and gets them whole."""
     import threading
 
     import onnx
 
-    from accelc.onnx import export
+    from accelc.onnx.weights_apart import WeightsApart
 
     release = threading.Event()
-    real_write = export.write_file
-    monkeypatch.setattr(export, "write_file", lambda path, data: release.wait(30) and real_write(path, data))
+    real_write = WeightsApart.write
+    monkeypatch.setattr(WeightsApart, "write", lambda self, path: release.wait(30) and real_write(self, path))
     model, inputs, gm = captured("mlp")
     runtime, _ = build(gm, inputs, "cpu")
     assert not os.path.exists(runtime.model_path)  # not written yet: the session did not need it
@@ -328,27 +328,34 @@ def test_the_session_opens_while_model_onnx_is_still_being_written(tmp_path, mon
 
 
 def test_a_failed_write_of_model_onnx_is_raised_where_the_file_is_needed(tmp_path):
-    from accelc.onnx.export import PendingWrite
+    import onnx
 
-    pending = PendingWrite(str(tmp_path / "missing-folder" / "model.onnx"), b"bytes")
+    from accelc.onnx.export import PendingWrite
+    from accelc.onnx.weights_apart import weights_apart
+
+    pending = PendingWrite(str(tmp_path / "missing-folder" / "model.onnx"), weights_apart(onnx.helper.make_model(
+        onnx.helper.make_graph([], "empty", [], []))))
     with pytest.raises(FileNotFoundError):
         pending.wait()
 
 
-def test_model_onnx_is_the_bytes_the_stage_checked(monkeypatch, tmp_path):
-    """When the onnx stage changed the model, its check serialised the result already: those
-    bytes are model.onnx, not a second serialisation (a second of BERT-base's build)."""
+def test_model_onnx_is_the_model_the_stage_checked(monkeypatch, tmp_path):
+    """When the onnx stage changed the model, its check serialised the result's graph already:
+    that graph and those weights are model.onnx, not a second serialisation."""
     import onnx
 
-    from accelc.onnx import build as build_module
+    from accelc.onnx import optimize
+    from accelc.onnx.weights_apart import WeightsApart
 
-    calls = []
-    real = build_module.serialized
-    monkeypatch.setattr(build_module, "serialized", lambda model: calls.append(1) or real(model))
+    made, written = [], []
+    real_apart, real_write = optimize.weights_apart, WeightsApart.write
+    monkeypatch.setattr(optimize, "weights_apart", lambda m: made.append(real_apart(m)) or made[-1])
+    monkeypatch.setattr(WeightsApart, "write", lambda self, path: written.append(self) or real_write(self, path))
     model, inputs, gm = captured("bert")
     runtime, report = build(gm, inputs, "cpu")
     assert any(r["status"] == "fired" for r in report["onnx_passes"])
-    assert calls == []
+    runtime.model_file()
+    assert len(made) == 1 and [id(w) for w in written] == [id(made[0])]  # one check, and that model written
     runtime.save(str(tmp_path / "art"))
     saved = onnx.load(str(tmp_path / "art" / "model.onnx"))
     assert len(saved.graph.node) == report["nodes"]["optimised"] != report["nodes"]["exported"]  # the stage's result

@@ -72,7 +72,7 @@ def _program(model, inputs, spec):
 def _check_everywhere(model, gm, inputs, spec, feeds, tmp_path, names):
     export = export_graph(gm, inputs, str(tmp_path), dynamic_shapes=spec)
     assert export.exporter == "dynamo" and not export.attempts
-    for feed, got in zip(feeds, run_all_in_ort(export.model, feeds, names, str(tmp_path))):
+    for feed, got in zip(feeds, run_all_in_ort(export.model, feeds, names)):
         with torch.inference_mode():
             expected = model(*feed)
         check = compare_outputs(got, list(expected) if isinstance(expected, tuple) else [expected])

@@ -54,7 +54,7 @@ def test_fires_on_every_convolution_and_stays_within_int8_tolerance(export_root,
     assert _float_convs(new) == 0 and op_counts(new)["QuantizeLinear"] >= convs
     assert op_counts(new).get("Gemm", 0) == op_counts(proto).get("Gemm", 0)  # MatMul/Gemm: quantize_int8's
     arg_names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
-    got = run_in_ort(new, inputs, arg_names, str(tmp_path))
+    got = run_in_ort(new, inputs, arg_names)
     check = compare_outputs(got, eager_outputs("cnn", inputs), INT8)
     assert check.ok and check.max_abs_error > 0, check.message  # close, and really int8
 
@@ -67,7 +67,7 @@ def test_dynamic_sizes_are_served_at_every_point(export_root, tmp_path):
     arg_names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
     for point in POINTS["cnn"]:
         x = inputs_at("cnn", point, seed=5)
-        check = compare_outputs(run_in_ort(new, x, arg_names, str(tmp_path)), eager_outputs("cnn", x), INT8)
+        check = compare_outputs(run_in_ort(new, x, arg_names), eager_outputs("cnn", x), INT8)
         assert check.ok, (point, check.message)
 
 

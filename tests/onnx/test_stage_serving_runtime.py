@@ -70,10 +70,10 @@ def test_a_result_the_serving_runtime_gets_wrong_is_judged_by_itself_and_the_wro
     def open_runtime(data):
         from accelc.runtime.onnxruntime import OrtRuntime
 
-        served.append(OrtRuntime(str(tmp_path / "model.onnx"), torch.device("cpu"), meta, model_bytes=data))
+        served.append(OrtRuntime(str(tmp_path / "model.onnx"), torch.device("cpu"), meta, model_in_memory=data))
         return served[-1]
 
-    stage = optimize_onnx(exported_dynamic("mlp", export_root).model, cases, meta, PassContext(), str(tmp_path),
+    stage = optimize_onnx(exported_dynamic("mlp", export_root).model, cases, meta, PassContext(),
                           [IdentityOnTheOutput(), NegateTheOutput(), IdentityAgain()], open_runtime=open_runtime)
     assert [r.status for r in stage.records] == [FIRED, ROLLED_BACK, FIRED]
     assert len(served) == 1 and stage.runtime is None and stage.answers is None
@@ -88,7 +88,7 @@ def test_a_serving_runtime_that_cannot_open_leaves_the_check_to_the_basic_level(
     def cannot_open(data):
         raise RuntimeError("no provider")
 
-    stage = optimize_onnx(exported_dynamic("mlp", export_root).model, cases, meta, PassContext(), str(tmp_path),
+    stage = optimize_onnx(exported_dynamic("mlp", export_root).model, cases, meta, PassContext(),
                           [IdentityOnTheOutput()], open_runtime=cannot_open)
     assert [r.status for r in stage.records] == [FIRED] and stage.runtime is None
     assert opened == [BASIC]
