@@ -77,7 +77,7 @@ def start_openvino_build(gm: torch.fx.GraphModule, example_inputs: tuple, precis
     meta = runtime_meta(gm, exported, inputs, reference, precision)
     threads = int(threads or torch.get_num_threads())
     # The graph apart from its weights (accelc.onnx.weights_apart): the thread writes them as
-    # files for OpenVINO's ONNX frontend, where serialising the model here held the GIL (GPT-2: 2-3 s).
+    # files for OpenVINO's ONNX frontend, where serialising the whole model here held the GIL.
     apart = weights_apart(exported.model)
     workdir = tempfile.mkdtemp(prefix="accelc-openvino-")
 

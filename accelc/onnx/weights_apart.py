@@ -3,15 +3,17 @@ without its large weights, the weights kept apart as arrays.
 
     ir.Model ─► graph bytes: each large initializer an external-data reference
             │                 (location "model.onnx.data", offset, length)
-            └─► its weights: numpy arrays, the model's own, not copied
+            └─► its weights: numpy arrays (the model's own where its tensors hold arrays)
     open:   InferenceSession(graph bytes) with SessionOptions.add_external_initializers(names, weights)
     write:  model.onnx (graph bytes) + model.onnx.data (the weights at their offsets)
 
 Why: serialising a model's weights into one protobuf buffer, for ONNX Runtime to parse back,
-copied GPT-2's 500 MB twice per session opened; the serialisation alone took 0.7-4.5 s (it
-allocates the buffer fresh, and the time grows with what else the machine does), the open
-1.1-2.7 s, against 0.01 s and 0.8-1.2 s with the weights handed over as arrays. ONNX Runtime copies
-them into its session, so the arrays need not outlive the open.
+copies them twice per session opened. On GPT-2's export (500 MB of weights, an idle machine,
+``benchmarks/probe_weights_apart.py``) that is 0.6-1.0 s to serialise and 0.7-1.2 s to open,
+against 0.07-0.34 s and 0.72-0.81 s with the weights handed over as arrays; inside a build,
+where OpenVINO compiles on the other core, GPT-2's ONNX Runtime build went from 12-14 s to 7-8 s
+(``benchmarks/results/build-time.md``). ONNX Runtime copies the arrays into its session, so
+they need not outlive the open.
 
 The two files written are the ONNX external-data layout that plain ONNX Runtime, OpenVINO and
 ``onnx.load`` read (``model.onnx`` with ``model.onnx.data`` beside it); a model of any size

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import accelc
+from accelc.cpu import cpu_has_int8_dot_products
 from accelc.errors import UserInputError
 from accelc.onnx.optimize import run_in_ort
 from accelc.pass_base import PassContext
@@ -103,10 +104,20 @@ np.save(sys.argv[1] + "/y.npy", s.run(None, {s.get_inputs()[0].name: x})[0])
 print("accelc" in sys.modules)
 """
 
+# accelc.load in a process that never imported the sample's model code: the artifact alone.
+ACCELC_LOAD = """
+import sys, numpy as np, torch, accelc
+fast = accelc.load(sys.argv[1])
+with torch.inference_mode():
+    np.save(sys.argv[1] + "/y_loaded.npy", fast(torch.from_numpy(np.load(sys.argv[1] + "/x.npy"))).numpy())
+print(fast.report["backend"], sorted(p["name"] for p in fast.report["onnx"]["onnx_passes"] if p["status"] == "fired"))
+"""
+
 
 def test_through_accelerate_at_other_batches_and_in_plain_ort(tmp_path):
     """accelerate(precision="int8", calibration=...): the convolutions and the classifier int8, the
-    result within int8's bar at the example and at batch 3, and its model.onnx in plain ORT."""
+    result within int8's bar at the example and at batch 3; the artifact, in fresh processes, in
+    plain ORT (its model.onnx) and through accelc.load, at batch 2."""
     model, inputs, _ = captured("cnn")
     fast = accelc.accelerate(model, inputs, backend="onnxruntime", precision="int8", calibration=_calibration(inputs))
     passes = {p["name"]: p for p in fast.report["onnx"]["onnx_passes"]}
@@ -123,8 +134,15 @@ def test_through_accelerate_at_other_batches_and_in_plain_ort(tmp_path):
     np.save(folder / "x.npy", x.numpy())
     run = subprocess.run([sys.executable, "-c", PLAIN_ORT, str(folder)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr[-2000:]
+    run = subprocess.run([sys.executable, "-c", ACCELC_LOAD, str(folder)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[0] == "onnxruntime" and "quantize_conv_int8" in run.stdout, run.stdout
     with torch.inference_mode():
-        assert compare_outputs([torch.from_numpy(np.load(folder / "y.npy"))], flat_outputs(model(x)), INT8).ok
+        for saved in ("y.npy", "y_loaded.npy"):
+            assert compare_outputs([torch.from_numpy(np.load(folder / saved))], flat_outputs(model(x)), INT8).ok, saved
+    if cpu_has_int8_dot_products():  # else accelc.load runs the fp32 graph instead, with a warning
+        # the int8 model itself, as plain ORT runs it, not the fp32 graph beside it
+        np.testing.assert_allclose(np.load(folder / "y_loaded.npy"), np.load(folder / "y.npy"), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("calibration, precision, message", [
