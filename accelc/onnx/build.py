@@ -8,7 +8,7 @@ The model's dynamic sizes are the graph's: :func:`build_onnx_runtime` takes torc
 example and at other sizes) on which the onnx stage is checked. The runtime itself is not
 checked here: the caller checks it against eager, as it checks every runtime.
 
-Every file of a build (the export, each pass's candidate, model.onnx, TensorRT's cache) lives
+Every file of a build (a TorchScript export, model.onnx and model.onnx.data, TensorRT's cache) lives
 in one temporary folder that the returned module owns: it goes when the module is closed or
 garbage-collected.
 """
