@@ -8,12 +8,13 @@ without its large weights, the weights kept apart as arrays.
     write:  model.onnx (graph bytes) + model.onnx.data (the weights at their offsets)
 
 Why: serialising a model's weights into one protobuf buffer, for ONNX Runtime to parse back,
-copies them twice per session opened. On GPT-2's export (500 MB of weights, an idle machine,
-``benchmarks/probe_weights_apart.py``) that is 0.6-1.0 s to serialise and 0.7-1.2 s to open,
-against 0.07-0.34 s and 0.72-0.81 s with the weights handed over as arrays; inside a build,
-where OpenVINO compiles on the other core, GPT-2's ONNX Runtime build went from 12-14 s to 7-8 s
-(``benchmarks/results/build-time.md``). ONNX Runtime copies the arrays into its session, so
-they need not outlive the open.
+copies them twice per session opened. On GPT-2's export (500 MB of weights,
+``benchmarks/probe_weights_apart.py``, six rounds, each way alone) that took 1.1-3.5 s from the
+model to an open session (serialising alone 0.6-2.3 s: the buffer is allocated fresh, and the
+time moves with the machine), against 0.7-1.2 s with the weights handed over as arrays, and the
+sessions run at the same speed. Inside a build, beside OpenVINO's compilation, GPT-2's ONNX
+Runtime build went from 12-14 s to 7-8 s (``benchmarks/results/build-time.md``). ONNX Runtime
+copies the arrays into its session, so they need not outlive the open.
 
 The two files written are the ONNX external-data layout that plain ONNX Runtime, OpenVINO and
 ``onnx.load`` read (``model.onnx`` with ``model.onnx.data`` beside it); a model of any size
