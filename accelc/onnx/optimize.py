@@ -31,7 +31,7 @@ from ..pass_manager import FIRED, PassManager, PassRecord
 from ..stages import ONNX
 from ..verify import Comparison, Verifier, run_detached, tolerance_for_precision
 from .session import disabled_fusions, session_options
-from .weights_apart import WeightsApart, weights_apart, without_unused_initializers
+from .weights_apart import WeightsApart, weights_apart
 
 log = logging.getLogger(__name__)
 
@@ -173,5 +173,5 @@ class StageResult:
     answers: list | None = None
 
 
-__all__ = ["without_unused_initializers", "optimize_onnx", "StageResult", "OrtVerifier", "run_in_ort", "run_all_in_ort",
+__all__ = ["optimize_onnx", "StageResult", "OrtVerifier", "run_in_ort", "run_all_in_ort",
            "check_in_ort"]

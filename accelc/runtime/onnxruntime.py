@@ -27,9 +27,10 @@ from torch.utils import _pytree as pytree
 from ..background import Background
 from ..errors import ArtifactError
 from ..onnx.session import open_session
+from ..onnx.weights_apart import DATA_SUFFIX, MODEL_NAME
 from .arrays import to_numpy
 
-MODEL_FILE = "model.onnx"
+MODEL_FILE = MODEL_NAME  # its weights beside it, in MODEL_FILE + DATA_SUFFIX (accelc.onnx.weights_apart)
 META_FILE = "onnx_runtime.json"
 
 _NP_OF_TORCH = {
@@ -226,7 +227,7 @@ class OrtRuntime(torch.nn.Module):
         if os.path.abspath(target) != os.path.abspath(self.model_file()):
             # Copied as they are: the weights' file is named after the model file, which is
             # model.onnx in both folders.
-            for suffix in ("", ".data"):
+            for suffix in ("", DATA_SUFFIX):
                 if os.path.exists(self.model_path + suffix):
                     shutil.copyfile(self.model_path + suffix, target + suffix)
         with open(os.path.join(folder, META_FILE), "w") as f:

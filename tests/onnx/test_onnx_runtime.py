@@ -369,7 +369,7 @@ def test_unused_initializers_are_dropped_and_the_used_ones_kept_in_order():
     import onnx
     from onnx import helper, numpy_helper
 
-    from accelc.onnx.optimize import without_unused_initializers
+    from accelc.onnx.weights_apart import without_unused_initializers
 
     weight = lambda name: numpy_helper.from_array(np.full((2,), float(len(name)), dtype=np.float32), name)  # noqa: E731
     branch = helper.make_graph([helper.make_node("Add", ["x", "in_branch"], ["b"])], "branch", [],
