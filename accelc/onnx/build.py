@@ -22,7 +22,7 @@ import tempfile
 import time
 import weakref
 
-import onnx
+import onnx_ir as ir
 import torch
 import torch.fx
 from torch.utils import _pytree as pytree
@@ -107,7 +107,7 @@ def runtime_meta(gm: torch.fx.GraphModule, exported: OnnxExport, example_inputs:
     if exported.exporter == "torchscript":
         meta["arg_names"] = torchscript_input_names(len(example_inputs))
     # Keyed by the ONNX input names, matched to forward()'s arguments as the runtimes match them.
-    onnx_inputs = [i.name for i in exported.model.graph.input]
+    onnx_inputs = [i.name for i in exported.ir_model.graph.inputs]
     positions = [meta["arg_names"].index(n) if n in meta["arg_names"] else k for k, n in enumerate(onnx_inputs)]
     meta["example_shapes"] = {n: list(example_inputs[k].shape) for n, k in zip(onnx_inputs, positions)
                               if k < len(example_inputs) and isinstance(example_inputs[k], torch.Tensor)}
@@ -142,7 +142,7 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
     skipped = 0
     for probe, reference in cases[1:]:
         probe = cpu_values(probe)
-        if accepts(exported.model, meta["arg_names"], probe):
+        if accepts(exported.ir_model, meta["arg_names"], probe):
             checked.append((probe, cpu_values(reference)))
         else:
             skipped += 1
@@ -151,7 +151,7 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
     # then this build's (no second session); on CUDA the check's CPU sessions are not the runtime's.
     serving = ((lambda apart: OrtRuntime(path, device, meta, ctx.precision, model_in_memory=apart, open_dynamic=True))
                if device.type == "cpu" else None)
-    stage = optimize_onnx(exported.model, checked, meta, ctx, passes, on_progress=on_progress, open_runtime=serving)
+    stage = optimize_onnx(exported.ir_model, checked, meta, ctx, passes, on_progress=on_progress, open_runtime=serving)
     records = stage.records
     pending = _write_model(stage.model, path, device)
     if stage.runtime is not None:
@@ -168,7 +168,7 @@ def _build_exported(gm: torch.fx.GraphModule, example_inputs: tuple, device: tor
         "opset": exported.opset,
         "providers": runtime.providers,
         "onnx_passes": [r.as_dict() for r in records],
-        "nodes": {"exported": len(exported.model.graph.node), "optimised": len(stage.model.proto.graph.node)},
+        "nodes": {"exported": exported.ir_model.graph.num_nodes(), "optimised": len(stage.model.proto.graph.node)},
         "probes": {"checked": len(checked) - 1, "skipped": skipped,
                    **({"why_skipped": "the ONNX model has static shapes (see export.attempts)"} if skipped else {})},
         "seconds": round(time.perf_counter() - start, 3),
@@ -201,15 +201,15 @@ def cpu_values(values) -> tuple:
     return tuple(x.to("cpu") if isinstance(x, torch.Tensor) else x for x in values)
 
 
-def accepts(model: onnx.ModelProto, arg_names: list[str], inputs: tuple) -> bool:
+def accepts(model: ir.Model, arg_names: list[str], inputs: tuple) -> bool:
     """Whether ``inputs`` fit the fixed sizes of ``model``'s inputs (a static export takes the example only)."""
-    for k, value in enumerate(model.graph.input):
+    for k, value in enumerate(model.graph.inputs):
         index = arg_names.index(value.name) if value.name in arg_names else k
         x = inputs[index] if index < len(inputs) else None
         if not isinstance(x, torch.Tensor):
             continue
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) != x.dim() or any(d.HasField("dim_value") and d.dim_value != n for d, n in zip(dims, x.shape)):
+        dims = list(value.shape or ())
+        if len(dims) != x.dim() or any(isinstance(d, int) and d != n for d, n in zip(dims, x.shape)):
             return False
     return True
 

@@ -14,7 +14,13 @@ annotation). ``None`` exports every shape static.
 
 torch.export specialises sizes 0 and 1, so an example whose dynamic dim is 1 is grown first (the
 tensor repeated along that dim); the caller verifies size 1 itself.
-The runtimes open and save a model with its weights apart (:mod:`accelc.onnx.weights_apart`).
+
+The export is an ``onnx_ir`` model whose weights are the graph module's own tensors, seen as
+read-only numpy arrays: nothing is serialised or copied here. GPT-2's weights (500 MB) were
+serialised into a protobuf, then copied out of it again by every reader (the onnx stage,
+OpenVINO's route): fresh memory that, beside OpenVINO's compilation, cost seconds of the build.
+The runtimes open and save a model with its weights apart (:mod:`accelc.onnx.weights_apart`);
+:attr:`OnnxExport.model` serialises the whole model, for a caller that wants a protobuf.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import onnx
+import onnx_ir as ir
 import torch
 import torch.fx
 
@@ -48,7 +56,7 @@ class OnnxExportError(AccelcError):
 class OnnxExport:
     """An exported model and how it came to be."""
 
-    model: onnx.ModelProto
+    ir_model: ir.Model  # its weights: the graph module's tensors (dynamo), or views of the protobuf read back
     exporter: str  # "dynamo" | "torchscript"
     dynamic_axes: dict[str, dict[int, str]]  # per model input: {dim: dim_param}; empty when static
     input_names: list[str]
@@ -60,6 +68,12 @@ class OnnxExport:
     @property
     def is_static(self) -> bool:
         return not any(self.dynamic_axes.values())
+
+    @cached_property
+    def model(self) -> onnx.ModelProto:
+        """The whole model as a protobuf, weights included, serialised at the first use (the
+        builds read :attr:`ir_model`)."""
+        return ir.serde.serialize_model(self.ir_model)
 
     def as_dict(self) -> dict:
         return {
@@ -105,19 +119,16 @@ def grow_inputs(inputs: tuple, dynamic_shapes) -> tuple:
     return tuple(out)
 
 
-def model_dynamic_axes(model: onnx.ModelProto) -> dict[str, dict[int, str]]:
+def model_dynamic_axes(model: ir.Model) -> dict[str, dict[int, str]]:
     """Per graph input, its dims that are not fixed sizes: ``{dim: dim_param}`` ("?" when unnamed)."""
-    axes = {}
-    for value in model.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        axes[value.name] = {d: (dim.dim_param or "?") for d, dim in enumerate(dims) if not dim.HasField("dim_value")}
-    return axes
+    return {value.name: {d: (dim.value or "?") for d, dim in enumerate(value.shape or ()) if not isinstance(dim, int)}
+            for value in model.graph.inputs}
 
 
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def rename_dim_params(model: onnx.ModelProto, arg_names: list[str], names: list[dict[int, str]]) -> dict[str, str]:
+def rename_dim_params(model: ir.Model, arg_names: list[str], names: list[dict[int, str]]) -> dict[str, str]:
     """Rename the exporter's symbols (``s18``) to the spec's dim names ("batch") in every shape
     annotation of ``model``, expressions included (``s18*s41`` ==> ``batch*seq``); returns the mapping.
 
@@ -130,42 +141,38 @@ def rename_dim_params(model: onnx.ModelProto, arg_names: list[str], names: list[
     mapping: dict[str, str] = {}
     clashes: set[str] = set()
     position = {name: i for i, name in enumerate(arg_names)}
-    for k, value in enumerate(model.graph.input):
+    for k, value in enumerate(model.graph.inputs):
         i = position.get(value.name, k)
         if i >= len(names):
             continue
-        dims = value.type.tensor_type.shape.dim
+        dims = list(value.shape or ())
         for d, wanted in names[i].items():
-            if wanted is not None and d < len(dims) and dims[d].dim_param:
-                old = dims[d].dim_param
-                if mapping.setdefault(old, wanted) != wanted:
-                    clashes.add(old)
+            if wanted is not None and d < len(dims) and isinstance(dims[d], ir.SymbolicDim) and dims[d].value:
+                if mapping.setdefault(dims[d].value, wanted) != wanted:
+                    clashes.add(dims[d].value)
     for old in clashes:
         del mapping[old]
     if not mapping:
         return mapping
     rename = lambda text: _SYMBOL.sub(lambda m: mapping.get(m.group(0), m.group(0)), text)  # noqa: E731
-
-    def visit(graph: onnx.GraphProto) -> None:
-        for value in (*graph.input, *graph.output, *graph.value_info):
-            for dim in value.type.tensor_type.shape.dim:
-                if dim.dim_param:
-                    dim.dim_param = rename(dim.dim_param)
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    visit(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        visit(g)
-
-    visit(model.graph)
-    for function in model.functions:
-        for node in function.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    visit(attr.g)
+    for value in _annotated_values(model):
+        shape = value.shape
+        if shape is not None and any(isinstance(d, ir.SymbolicDim) and d.value for d in shape):
+            value.shape = ir.Shape([ir.SymbolicDim(rename(d.value)) if isinstance(d, ir.SymbolicDim) and d.value else d
+                                    for d in shape])
     return mapping
+
+
+def _annotated_values(model: ir.Model):
+    """Every value of ``model`` that may carry a shape: graph inputs and outputs and each node's
+    outputs, in the main graph, its subgraphs and its functions."""
+    graphs = [model.graph, *model.functions.values()]
+    for graph in graphs:
+        yield from graph.inputs
+        for node in graph.all_nodes():
+            yield from node.outputs
+        for sub in graph.subgraphs():
+            yield from sub.inputs
 
 
 # ── the two exporters ──
@@ -175,7 +182,7 @@ def _placeholder_names(gm: torch.fx.GraphModule) -> list[str]:
     return [n.name for n in gm.graph.nodes if n.op == "placeholder"]
 
 
-def _dynamo_export(gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes, opset: int) -> onnx.ModelProto:
+def _dynamo_export(gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes, opset: int) -> ir.Model:
     inputs = grow_inputs(inputs, dynamic_shapes)
     names = dim_names(dynamic_shapes)
     if names is None:
@@ -193,13 +200,14 @@ def _dynamo_export(gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes, opse
 
 
 def _dynamo_export_with(gm: torch.fx.GraphModule, inputs: tuple, spec, opset: int,
-                        names: list[dict[int, str | None]] | None) -> onnx.ModelProto:
+                        names: list[dict[int, str | None]] | None) -> ir.Model:
     """One dynamo export of ``gm`` on ``inputs`` (grown already) with torch.export's ``spec``; its
     dims renamed to ``names`` and checked to be kept dynamic."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(gm, tuple(inputs), dynamic_shapes=spec, strict=False)
         model = export_program(program, tuple(inputs), opset)
+    _weights_as_read_only_arrays(model)
     if names is not None:
         rename_dim_params(model, _placeholder_names(gm), names)
         _check_dims_kept(model, _placeholder_names(gm), names)
@@ -211,7 +219,26 @@ def _as_auto(dynamic_shapes):
     return tuple({d: torch.export.Dim.AUTO for d in axes} if axes else None for axes in dynamic_shapes)
 
 
-def _check_dims_kept(model: onnx.ModelProto, arg_names: list[str], names: list[dict[int, str | None]]) -> None:
+def _weights_as_read_only_arrays(model: ir.Model) -> None:
+    """The exporter's weights (torch tensors of the graph module) as read-only numpy views of the
+    same memory: no copy, and a pass that tries to write into one raises instead of changing the
+    graph module's weights (the pass manager holds numpy-backed weights read-only)."""
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        raw = getattr(tensor, "raw", None)
+        if not isinstance(raw, torch.Tensor) or raw.dtype not in _NUMPY_DTYPES or raw.device.type != "cpu":
+            continue
+        array = raw.detach().numpy()
+        array.flags.writeable = False
+        value.const_value = ir.Tensor(array, name=tensor.name, doc_string=tensor.doc_string)
+
+
+# torch dtypes whose numpy view has the same ONNX type (bfloat16 and the float8s stay torch tensors)
+_NUMPY_DTYPES = {torch.float32, torch.float16, torch.float64, torch.int8, torch.uint8, torch.int16, torch.int32,
+                 torch.int64, torch.bool}
+
+
+def _check_dims_kept(model: ir.Model, arg_names: list[str], names: list[dict[int, str | None]]) -> None:
     """Raise when the export fixed a size the spec marks dynamic (the next export try then runs)."""
     axes = model_dynamic_axes(model)
     for arg, wanted in zip(arg_names, names):
@@ -259,7 +286,7 @@ def resized_inputs(inputs: tuple, dynamic_shapes) -> tuple:
     return tuple(out)
 
 
-def _bakes_sizes(model: onnx.ModelProto, gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes) -> str | None:
+def _bakes_sizes(model: ir.Model, gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes) -> str | None:
     """Why ``model`` does not follow ``dynamic_shapes`` (wrong or failing at another size), or None.
 
     The TorchScript tracer records ``aten.sym_size`` calls of a symbolic graph as the example's
@@ -280,7 +307,7 @@ def _bakes_sizes(model: onnx.ModelProto, gm: torch.fx.GraphModule, inputs: tuple
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 4  # a failure here is an answer, not an error to log
-        session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
         feeds = {v.name: other[names.index(v.name) if v.name in names else k].detach().cpu().numpy()
                  for k, v in enumerate(session.get_inputs())}
         got = session.run(None, feeds)
@@ -294,7 +321,7 @@ def torchscript_input_names(count: int) -> list[str]:
     return [f"input_{i}" for i in range(count)]
 
 
-def _torchscript_export(gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes, opset: int, workdir: str) -> onnx.ModelProto:
+def _torchscript_export(gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes, opset: int, workdir: str) -> ir.Model:
     names = torchscript_input_names(len(inputs))
     dims = dim_names(dynamic_shapes)
     axes = None if dims is None else {
@@ -305,7 +332,7 @@ def _torchscript_export(gm: torch.fx.GraphModule, inputs: tuple, dynamic_shapes,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(_Traceable(gm), tuple(inputs), path, dynamo=False, opset_version=opset, input_names=names, dynamic_axes=axes)
-    return onnx.load(path)
+    return ir.load(path)
 
 
 def _describe(dynamic_shapes) -> str:
@@ -347,11 +374,11 @@ def export_graph(gm: torch.fx.GraphModule, inputs: tuple, workdir: str, dynamic_
     raise OnnxExportError("could not export the graph to ONNX: " + "; ".join(attempts))
 
 
-def _result(model: onnx.ModelProto, exporter: str, start: float, attempts: list[str], opset: int) -> OnnxExport:
+def _result(model: ir.Model, exporter: str, start: float, attempts: list[str], opset: int) -> OnnxExport:
     axes = {name: dims for name, dims in model_dynamic_axes(model).items() if dims}
     return OnnxExport(
-        model=model, exporter=exporter, dynamic_axes=axes,
-        input_names=[v.name for v in model.graph.input], output_names=[v.name for v in model.graph.output],
+        ir_model=model, exporter=exporter, dynamic_axes=axes,
+        input_names=[v.name for v in model.graph.inputs], output_names=[v.name for v in model.graph.outputs],
         opset=opset, seconds=time.perf_counter() - start, attempts=attempts,
     )
 

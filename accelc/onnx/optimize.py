@@ -138,9 +138,10 @@ class OrtVerifier:
         pass
 
 
-def optimize_onnx(model: onnx.ModelProto, cases: list[tuple[tuple, list]], meta: dict, ctx: PassContext,
+def optimize_onnx(model: "ir.Model | onnx.ModelProto", cases: list[tuple[tuple, list]], meta: dict, ctx: PassContext,
                   passes: list[Pass], on_progress=None, open_runtime=None) -> "StageResult":
     """Run ``passes`` (ONNX passes, in order) on ``model``; returns the :class:`StageResult`.
+    ``model`` is not changed: each pass edits its own copy (tensors shared).
 
     ``cases`` are (inputs, flat reference outputs) pairs: the example first, then inputs at other
     sizes for a model with dynamic ones; ``meta["arg_names"]`` maps the model's inputs to
@@ -152,7 +153,9 @@ def optimize_onnx(model: onnx.ModelProto, cases: list[tuple[tuple, list]], meta:
     """
     verifier = OrtVerifier(cases, meta["arg_names"], tolerance_for_precision(ctx.precision), open_runtime)
     manager = PassManager(passes, on_progress=on_progress, stage=ONNX, ir="onnx", verifier=verifier)
-    result, records = manager.run(ir.serde.deserialize_model(model), ctx)
+    if isinstance(model, onnx.ModelProto):
+        model = ir.serde.deserialize_model(model)
+    result, records = manager.run(model, ctx)
     if not any(r.status == FIRED for r in records):
         return StageResult(weights_apart(model), records)  # the export as it came, not a round trip of it
     served = verifier.served if verifier.served is not None and verifier.served[0] is result else (None, None, None)

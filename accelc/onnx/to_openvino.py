@@ -78,7 +78,7 @@ def start_openvino_build(gm: torch.fx.GraphModule, example_inputs: tuple, precis
     threads = int(threads or torch.get_num_threads())
     # The graph apart from its weights (accelc.onnx.weights_apart): the thread writes them as
     # files for OpenVINO's ONNX frontend, where serialising the whole model here held the GIL.
-    apart = weights_apart(exported.model)
+    apart = weights_apart(exported.ir_model)
     workdir = tempfile.mkdtemp(prefix="accelc-openvino-")
 
     def work() -> tuple[OpenVinoRuntime, dict]:

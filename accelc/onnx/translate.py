@@ -32,10 +32,13 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+from typing import TYPE_CHECKING
 
-import onnx
 import torch
 import torch.fx
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,9 @@ _END = torch.iinfo(torch.int64).max  # torch's "to the end" of a slice
 _MAY_ALIAS = "accelc_may_alias"
 
 
-def export_program(program: torch.export.ExportedProgram, inputs: tuple, opset: int) -> onnx.ModelProto:
-    """``program`` as an ONNX model at ``opset``, optimised by onnxscript as torch.onnx does."""
+def export_program(program: torch.export.ExportedProgram, inputs: tuple, opset: int) -> "ir.Model":
+    """``program`` as an ONNX model at ``opset``, optimised by onnxscript as torch.onnx does; its
+    weights are still the program's tensors (nothing is serialised here)."""
     try:
         from torch.onnx._internal._lazy_import import onnxscript_apis
         from torch.onnx._internal.exporter import _core, _fx_passes
@@ -73,12 +77,12 @@ def export_program(program: torch.export.ExportedProgram, inputs: tuple, opset: 
     onnx_program = _core._exported_program_to_onnx_program(prepared, registry=registry(opset))
     onnx_program.model = onnxscript_apis.convert_version(onnx_program.model, opset)
     onnx_program.optimize()
-    return onnx_program.model_proto
+    return onnx_program.model
 
 
-def _public_export(program, inputs: tuple, opset: int) -> onnx.ModelProto:
+def _public_export(program, inputs: tuple, opset: int) -> "ir.Model":
     return torch.onnx.export(program, tuple(inputs), dynamo=True, opset_version=opset, optimize=True,
-                             verbose=False).model_proto
+                             verbose=False).model
 
 
 @functools.cache

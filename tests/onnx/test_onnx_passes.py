@@ -106,7 +106,7 @@ def test_cleanup_removes_what_the_torchscript_exporter_leaves(tmp_path):
     from accelc.onnx.export import _torchscript_export
 
     _, inputs, gm = captured("gpt2")
-    proto = _torchscript_export(gm, inputs, None, 17, str(tmp_path))
+    proto = ir.to_proto(_torchscript_export(gm, inputs, None, 17, str(tmp_path)))
     new, result, _ = _apply("cleanup_casts_reshapes", proto)
     assert result.modified and result.stats["shape_ops_removed"] >= 2, result
     assert op_counts(proto)["Reshape"] - op_counts(new)["Reshape"] == result.stats["shape_ops_removed"]
