@@ -5,6 +5,7 @@ records and statuses, and their refusals join the compilation's context with sta
 from __future__ import annotations
 
 import onnx_ir as ir
+import torch
 
 from accelc.onnx.optimize import optimize_onnx, run_all_in_ort
 from accelc.onnx.pass_base import OnnxPass, PassResult
@@ -172,16 +173,21 @@ class ReplaceTheFirstWeight(OnnxPass):
 def test_copies_share_weights_and_no_pass_writes_into_one(export_root, tmp_path):
     """The manager's copies share tensors with the model before them (no weight copied per pass);
     a pass that writes into a weight in place, whether the exporter's or one an earlier pass made,
-    is failed and named, and the model the stage returns holds the weights as they were."""
+    is failed and named, and the model the stage returns holds the weights as they were. The
+    export is the build's (its weights the graph module's own memory): the graph module's
+    weights are unchanged too."""
     _, inputs, _, gm = captured_dynamic("mlp")
+    weights_before = {name: t.clone() for name, t in gm.state_dict().items()}
     cases = [(x, eager_outputs("mlp", x)) for x in (inputs, inputs_at("mlp", (3,)))]
     meta = {"arg_names": [n.name for n in gm.graph.nodes if n.op == "placeholder"]}
-    export = exported_dynamic("mlp", export_root).model
-    for passes in ([ScaleTheFirstWeightInPlace()], [ReplaceTheFirstWeight(), ScaleTheFirstWeightInPlace()]):
-        stage = optimize_onnx(export, cases, meta, PassContext(), passes)
-        model, records = stage.model, stage.records
-        assert records[-1].status == FAILED and "read-only" in records[-1].reason, records[-1]
-        assert all(r.status == FIRED for r in records[:-1]), records
-        outputs = run_all_in_ort(model, [x for x, _ in cases], meta["arg_names"])
-        for got, (_, reference) in zip(outputs, cases):
-            assert compare_outputs(got, reference).ok
+    for export in (exported_dynamic("mlp", export_root).ir_model, exported_dynamic("mlp", export_root).model):
+        for passes in ([ScaleTheFirstWeightInPlace()], [ReplaceTheFirstWeight(), ScaleTheFirstWeightInPlace()]):
+            stage = optimize_onnx(export, cases, meta, PassContext(), passes)
+            model, records = stage.model, stage.records
+            assert records[-1].status == FAILED and "read-only" in records[-1].reason, records[-1]
+            assert all(r.status == FIRED for r in records[:-1]), records
+            outputs = run_all_in_ort(model, [x for x, _ in cases], meta["arg_names"])
+            for got, (_, reference) in zip(outputs, cases):
+                assert compare_outputs(got, reference).ok
+    for name, t in gm.state_dict().items():
+        assert torch.equal(t, weights_before[name]), name
