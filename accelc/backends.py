@@ -213,7 +213,9 @@ def _build_candidates(names: list[str], gm, fp32_gm, inputs, backend: str, devic
         if ort_runtime is not None:
             built["onnxruntime"], sections["onnxruntime"] = ort_runtime, report["onnx"]
     if pending_openvino is not None:
-        ov_runtime, why = _openvino(pending_openvino, checker, report, progress)
+        # Under auto, OpenVINO (which has no passes of its own to check) is checked on the example
+        # alone before the timing; on the other sets only if it ranks first (check_the_rest).
+        ov_runtime, why = _openvino(pending_openvino, checker, report, progress, example_only=backend == "auto")
         if ov_runtime is None and backend == "openvino":
             report["backend_fallback"] = f"{why}; using the PyTorch runtime"
         elif ov_runtime is None:
@@ -271,12 +273,12 @@ def quick_check(checker: "Verifier") -> "Verifier":
 
 
 def check_the_rest(runtime, checker: "Verifier", section: dict, report: dict, progress, what: str) -> str | None:
-    """Check ``runtime``, which passed :func:`quick_check`, on the rest of ``checker``'s sets; its
-    ``section["verification"]`` (the quick check's) then covers every set. Returns why it fails
-    there, or None."""
-    quick = set(per_pass_indices(checker))
-    rest = checker.take([i for i in range(len(checker.inputs)) if i not in quick])
-    done = section["verification"]
+    """Check ``runtime``, which passed its first check (:func:`quick_check`'s sets, or those its
+    ``section["verification"]["sets_checked"]`` names), on the rest of ``checker``'s sets; that
+    verification then covers every set. Returns why it fails there, or None."""
+    done = dict(section["verification"])
+    checked = set(done.pop("sets_checked", None) or per_pass_indices(checker))
+    rest = checker.take([i for i in range(len(checker.inputs)) if i not in checked])
     if rest.inputs:
         progress(f"checking {what} against eager on every input set")
         with build_phase(report, "runtime checks"):
@@ -347,11 +349,12 @@ def _start_openvino(fp32_gm, inputs, precision: str, signature: Signature, check
         return exc
 
 
-def _openvino(pending, checker: "Verifier", report: dict, progress):
+def _openvino(pending, checker: "Verifier", report: dict, progress, example_only: bool = False):
     """The OpenVINO build ``pending`` (from :func:`_start_openvino`), checked against eager on the
-    quick sets (:func:`check_the_rest` does the others); returns (runtime, None), or (None, why)
-    when it could not be built or disagrees."""
-    quick = quick_check(checker)
+    quick sets, or with ``example_only`` on the example alone (:func:`check_the_rest` does the
+    others); returns (runtime, None), or (None, why) when it could not be built or disagrees."""
+    checked = [0] if example_only else per_pass_indices(checker)
+    quick = checker.take(checked)
     try:
         if isinstance(pending, Exception):
             raise pending
@@ -365,7 +368,8 @@ def _openvino(pending, checker: "Verifier", report: dict, progress):
         log.debug("OpenVINO backend failed", exc_info=True)
         report.setdefault("openvino", {})["failure"] = first_line(exc)
         return None, f"OpenVINO unavailable ({first_line(exc)})"
-    report["openvino"]["verification"] = comparison.as_dict() | {"inputs_checked": len(quick.inputs)}
+    report["openvino"]["verification"] = comparison.as_dict() | {"inputs_checked": len(quick.inputs),
+                                                                  "sets_checked": checked}
     if not comparison.ok:
         return None, f"OpenVINO disagrees with eager ({comparison.message})"
     return runtime, None

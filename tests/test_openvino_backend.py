@@ -248,9 +248,9 @@ def _timings_favouring(fastest: str):
 
 @needs_openvino
 def test_auto_checks_the_runtime_it_keeps_on_every_set(mlp, monkeypatch):
-    """Candidates of auto are checked on the quick sets before the timing, and only the one kept on
-    the others: a runtime right there but wrong at batch 8 (a set the quick check leaves out) that
-    wins the timing is left out, and the next in rank is kept, checked on every set."""
+    """Candidates of auto are checked before the timing (OpenVINO, which has no passes to check, on
+    the example alone), and only the one kept on the other sets: a runtime right there but wrong
+    at batch 8 that wins the timing is left out, and the next in rank is kept, checked on every set."""
     from accelc.runtime.openvino import OpenVinoRuntime
 
     real = OpenVinoRuntime.forward
@@ -276,3 +276,35 @@ def test_auto_checks_the_runtime_it_keeps_on_every_set(mlp, monkeypatch):
     assert asked.report["backend"] == "torch"
     assert asked.report["backend_fallback"].startswith("OpenVINO disagrees with eager")
 
+
+
+@needs_openvino
+@pytest.mark.parametrize("fastest", ["openvino", "onnxruntime"])
+def test_auto_runs_openvino_past_the_example_only_when_it_ranks_first(mlp, monkeypatch, fastest):
+    """Under auto, OpenVINO is checked on the example before the timing and on every other set only
+    once it ranks first: wrong on the random variants (the example's own shape) and timed fastest,
+    it is left out, naming the shape; timed slower, it runs no set but the example and the timing's."""
+    from accelc.runtime.openvino import OpenVinoRuntime
+
+    model, inputs = mlp
+    real, seen = OpenVinoRuntime.forward, []
+
+    def wrong_but_on_the_example(self, *args):
+        seen.append(args[0])
+        out = real(self, *args)
+        return out if torch.equal(args[0], inputs[0]) else out + 1.0
+
+    monkeypatch.setattr(OpenVinoRuntime, "forward", wrong_but_on_the_example)
+    monkeypatch.setattr("accelc.timing.compare_latency", _timings_favouring(fastest))
+    report = accelc.accelerate(model, inputs, backend="auto").report
+    assert report["backend"] != "openvino"
+    checked = report["openvino"]["verification"]
+    if fastest == "openvino":
+        assert report["auto_left_out"]["openvino"].startswith("OpenVINO disagrees with eager")
+        assert not checked["ok"] and checked["inputs_checked"] == 3 + len(report["dynamic"]["verified_at"])
+    else:
+        assert "openvino" not in report.get("auto_left_out", {})
+        assert checked["ok"] and checked["inputs_checked"] == 1
+        assert all(torch.equal(x, inputs[0]) for x in seen)  # the stand-in timing makes no call
+    kept = report["onnx"] if report["backend"] == "onnxruntime" else report
+    assert kept["verification"]["ok"] and kept["verification"]["inputs_checked"] == 3 + len(report["dynamic"]["verified_at"])
