@@ -62,10 +62,11 @@ def select_runtime(gm, inputs, backend: str, device, ctx: PassContext, stage_pas
     ``gm``'s own answers on the per-pass sets, which the lowering stage is checked against (else
     it computes them).
 
-    Under ``auto`` each candidate is first checked on the quick sets (:func:`quick_check`); the
-    timing ranks those that pass, and only the one kept is then checked on the other sets, where
-    the large inputs are (the next in rank when it fails there): the candidates that lose the
-    timing are not run on inputs up to eight times the example's for nothing.
+    Under ``auto`` each candidate is first checked on the quick sets (:func:`quick_check`; those
+    the stage that built it checks its passes on), OpenVINO, which has no passes, on the example
+    alone; the timing ranks those that pass, and only the one kept is then checked on the other
+    sets, where the large inputs are (the next in rank when it fails there): the candidates that
+    lose the timing are not run on inputs up to eight times the example's for nothing.
     """
     report["backend"] = "torch"
     built, sections = {}, {}
