@@ -45,7 +45,7 @@ def systems(model, inputs, threads: int) -> dict:
 
     fast = accelc.accelerate(model, inputs, backend="openvino")
     runtime = fast.runner
-    static = shared_core().read_model(runtime.xml_path)
+    static = runtime.ov_model.clone()  # the model the build compiled, pinned to the example's sizes
     static.reshape({port.get_any_name(): ov.PartialShape(list(x.shape)) for port, x in zip(static.inputs, inputs)})
     static = shared_core().compile_model(static, "CPU", compile_config("fp32", threads))
     dynamic_request = runtime.compiled.create_infer_request()

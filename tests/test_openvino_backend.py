@@ -5,6 +5,7 @@ cannot run."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -118,6 +119,27 @@ def test_artifact_loads_in_plain_openvino_and_in_accelc(mlp, mlp_openvino, tmp_p
     torch.testing.assert_close(loaded(x), _eager(model, x), rtol=1e-4, atol=1e-5)
     with pytest.raises(InputMismatchError, match="expected float32"):
         loaded(x.double())  # the loaded artifact guards its calls as the built module does
+
+
+@needs_openvino
+def test_a_build_writes_no_ir_until_saved_and_saves_after_close(mlp, tmp_path):
+    """A build compiles the model OpenVINO read from the export's ONNX files (weights mapped from
+    them): no model.xml/.bin is written unless the artifact is saved, and saving still works once
+    the runtime closed its folder (the mapped weights outlive the files' names)."""
+    import openvino as ov
+
+    model, inputs = mlp
+    fast = accelc.accelerate(model, inputs, backend="openvino")
+    runtime = fast.runner
+    folder = runtime._owned.peek()[2][0]
+    assert not {"model.xml", "model.bin"} & set(os.listdir(folder))
+    runtime.close()
+    assert not os.path.exists(folder)
+    fast.save(str(tmp_path / "out"))
+    x = torch.randn(3, *inputs[0].shape[1:])
+    compiled = ov.Core().compile_model(str(tmp_path / "out" / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    torch.testing.assert_close(torch.from_numpy(compiled([x.numpy()])[0]), _eager(model, x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast(x), _eager(model, x), rtol=1e-4, atol=1e-5)
 
 
 @needs_openvino

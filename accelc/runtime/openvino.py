@@ -1,4 +1,4 @@
-"""The OpenVINO runtime: an OpenVINO IR model (``model.xml`` + ``model.bin``) run by the CPU plugin.
+"""The OpenVINO runtime: an OpenVINO model run by the CPU plugin; saved as IR (``model.xml`` + ``model.bin``).
 
 ``OpenVinoRuntime`` is a ``torch.nn.Module``: torch tensors in, torch tensors out, in the output
 structure of the graph module it replaces. Everything that decides speed and precision is set
@@ -46,7 +46,9 @@ _PRECISION_OF_TYPE = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
 class OpenVinoRuntime(torch.nn.Module):
-    """Runs ``xml_path`` (with its ``.bin`` beside it) on OpenVINO's CPU plugin.
+    """Runs ``model`` on OpenVINO's CPU plugin: the path of an IR (``model.xml``, its ``.bin``
+    beside it: a saved artifact), or an ``openvino.Model`` (a build's, read from its ONNX files,
+    whose weights OpenVINO maps from them: :meth:`save` writes its IR).
 
     ``meta`` carries what the runtime needs to map calls (``arg_names``: forward()'s argument of
     each model input, ``out_spec``: the output structure) and ``precision`` ("fp32" | "bf16").
@@ -54,18 +56,21 @@ class OpenVinoRuntime(torch.nn.Module):
     is garbage-collected; a loaded artifact's folder is the user's and is never owned.
     """
 
-    def __init__(self, xml_path: str, meta: dict, threads: int | None = None, owned_dir: str | None = None):
+    def __init__(self, model, meta: dict, threads: int | None = None, owned_dir: str | None = None):
         super().__init__()
         import openvino as ov
 
-        self.xml_path = xml_path
+        # A build's model is kept to write its IR at save(): writing it at every build, as most
+        # builds are never saved, was 1.9 s of GPT-2's (500 MB of model.bin).
+        self.xml_path = model if isinstance(model, str) else None
+        self.ov_model = None if isinstance(model, str) else model
         self._owned = weakref.finalize(self, shutil.rmtree, owned_dir, ignore_errors=True) if owned_dir else None
         self.meta = meta
         self.precision = meta.get("precision", "fp32")
         if self.precision not in HINTS:
             raise ValueError(f"OpenVINO runs fp32 or bf16 here, not {self.precision}")
         self.threads = int(threads or torch.get_num_threads())
-        self.compiled = shared_core().compile_model(xml_path, "CPU", compile_config(self.precision, self.threads))
+        self.compiled = shared_core().compile_model(model, "CPU", compile_config(self.precision, self.threads))
         self.inference_precision = inference_precision_of(self.compiled)
         self.out_spec = pytree.treespec_loads(meta["out_spec"]) if meta.get("out_spec") else None
         self._single_output = self.out_spec is not None and self.out_spec.is_leaf()
@@ -107,16 +112,19 @@ class OpenVinoRuntime(torch.nn.Module):
         return pytree.tree_unflatten(flat, self.out_spec) if self.out_spec is not None else tuple(flat)
 
     def close(self) -> None:
-        """Remove the temporary folder the runtime owns, now (the compiled model stays usable;
-        :meth:`save` no longer can copy the IR: save first)."""
+        """Remove the temporary folder the runtime owns, now. The compiled model stays usable, and
+        so does :meth:`save`: the weights OpenVINO mapped from the folder's files stay mapped."""
         if self._owned is not None:
             self._owned()
 
     def save(self, folder: str) -> None:
         """Write model.xml, model.bin and the runtime's metadata into ``folder``."""
+        import openvino as ov
+
         os.makedirs(folder, exist_ok=True)
-        source = os.path.dirname(os.path.abspath(self.xml_path))
-        if os.path.abspath(folder) != source:
+        if self.ov_model is not None:
+            ov.save_model(self.ov_model, os.path.join(folder, MODEL_XML), compress_to_fp16=False)
+        elif os.path.abspath(folder) != os.path.dirname(os.path.abspath(self.xml_path)):
             shutil.copyfile(self.xml_path, os.path.join(folder, MODEL_XML))
             shutil.copyfile(os.path.splitext(self.xml_path)[0] + ".bin", os.path.join(folder, MODEL_BIN))
         with open(os.path.join(folder, META_FILE), "w") as f:
