@@ -118,8 +118,9 @@ def _read(apart: WeightsApart, workdir: str):
     """The ONNX model, written to ``workdir`` (model.onnx and its weights) and read by OpenVINO's
     ONNX frontend, which maps the weights from model.onnx.data rather than copying them: the
     files stay in ``workdir`` (the runtime's) while the model lives. The CPU plugin compiles it as
-    fast as the IR it was once saved as first (GPT-2: 0.52 s against 0.54-0.65 s, and 1.9 s less
-    for writing the IR, which :meth:`OpenVinoRuntime.save` now writes when asked)."""
+    fast as the IR it was once saved as first, and the IR is not written (GPT-2: 0.51-0.54 s
+    against 0.54-0.73 s, and 2.2 s less for saving the IR, which :meth:`OpenVinoRuntime.save`
+    writes when asked; benchmarks/probe_openvino_read.py)."""
     path = os.path.join(workdir, MODEL_NAME)
     apart.write(path)
     return shared_core().read_model(path)

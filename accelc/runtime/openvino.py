@@ -61,7 +61,7 @@ class OpenVinoRuntime(torch.nn.Module):
         import openvino as ov
 
         # A build's model is kept to write its IR at save(): writing it at every build, as most
-        # builds are never saved, was 1.9 s of GPT-2's (500 MB of model.bin).
+        # builds are never saved, was 2.2 s of GPT-2's (500 MB of model.bin).
         self.xml_path = model if isinstance(model, str) else None
         self.ov_model = None if isinstance(model, str) else model
         self._owned = weakref.finalize(self, shutil.rmtree, owned_dir, ignore_errors=True) if owned_dir else None
