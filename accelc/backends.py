@@ -226,14 +226,15 @@ def _build_candidates(names: list[str], gm, fp32_gm, inputs, backend: str, devic
 
 
 def _time_candidates(built: dict, inputs, device, report: dict, progress) -> dict:
-    """Each runtime's median latency on a seeded variant of the example, timed interleaved."""
+    """Each runtime's median latency on a seeded variant of the example, timed interleaved. No
+    warm-up call: each has just run the example's sizes in its check (GPT-2: 0.6 s of calls)."""
     from .timing import compare_latency
     from .verify import verification_inputs
 
     progress("timing " + " vs ".join(RUNTIME_WORDS[name] for name in built))
     with build_phase(report, "auto timing"):
         return compare_latency(built, verification_inputs(inputs, count=1, seed=5), seconds=0.5 * len(built),
-                               device=device, warmup=1, min_iterations=3, stop_when_clear=True)
+                               device=device, warmup=0, min_iterations=3, stop_when_clear=True)
 
 
 def _first_right_on_every_set(ranked: list[str], built: dict, sections: dict, checker: "Verifier", backend: str,
@@ -487,9 +488,9 @@ def choose_precision(gm, inputs, backend: str, device, ctx: PassContext, stage_p
 
         progress("timing " + " vs ".join(c.label for c in usable))
         with build_phase(report, "auto timing"):
-            timings = compare_latency({c.label: c.runtime for c in usable},
+            timings = compare_latency({c.label: c.runtime for c in usable},  # each warm from its check
                                       verification_inputs(inputs, count=1, seed=5), seconds=0.5 * len(usable),
-                                      device=device, warmup=1, min_iterations=3, stop_when_clear=True)
+                                      device=device, warmup=0, min_iterations=3, stop_when_clear=True)
         for c in usable:
             c.median_ms = timings[c.label].median_ms
     # Fastest first; a lower precision that passed the quick sets is kept only once it passes
