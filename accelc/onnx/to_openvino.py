@@ -62,8 +62,8 @@ def start_openvino_build(gm: torch.fx.GraphModule, example_inputs: tuple, precis
     (runtime, section), with OpenVINO's own work (writing and reading the ONNX model,
     compiling it: C++ that releases the GIL) on a thread when ``background``, so that the
     caller can build ONNX Runtime meanwhile (GPT-2: 4-5 s of OpenVINO's work under the onnx
-    stage's Python passes). What reads the caller's state (the export, its serialised bytes, the
-    thread count) is done here, before the thread starts; the thread touches no stdout or warning
+    stage's Python passes). What reads the caller's state (the export, its graph serialised apart
+    from its weights, the thread count) is done here, before the thread starts; the thread touches no stdout or warning
     filter of the process's."""
     start = time.perf_counter()
     inputs = cpu_values(example_inputs)
